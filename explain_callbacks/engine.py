@@ -1,0 +1,335 @@
+"""``AttributionEngine``: batched, adaptive Layer Integrated Gradients over a probe set.
+
+Probes are bucketed by length and attributed together, chunked so that no forward pass holds
+more than ``tokens_per_chunk`` tokens (sequences x steps x length). Every probe gets its signed
+convergence delta and relative delta; probes above ``rel_tolerance`` are redone with doubled
+steps up to ``max_steps``, and the steps used are recorded. The logit (not the softmax) of the
+target is attributed. For a fixed target the scores equal Captum's ``LayerIntegratedGradients``
+on the same inputs, baseline and steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import torch
+from captum.attr import LayerIntegratedGradients
+
+from .adapters import AdapterError, EncodedProbe, ModelAdapter, as_adapter
+from .isolation import isolated_from_training
+from .probes import Probe, ProbeSet, as_probe_set
+from .records import ProbeAttribution
+
+log = logging.getLogger(__name__)
+
+METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right")
+TARGET_MODES = ("auto", "gold", "predicted", "all")
+
+
+@dataclass
+class _Task:
+    """One probe attributed for one target class."""
+
+    enc: EncodedProbe
+    target: int
+    f_input: float = 0.0
+    f_baseline: float = 0.0
+    scores: Any = None
+    token_scores: Any = None
+    delta: float = float("nan")
+    rel_delta: float = float("inf")
+    n_steps: int = 0
+
+
+class AttributionEngine:
+    """Attribute a probe set with Layer Integrated Gradients on the input embeddings.
+
+    Args:
+        adapter_or_model: a ``ModelAdapter`` or a Hugging Face sequence-classification model.
+        tokenizer: the model's fast tokenizer (with a model; adapters carry their own).
+        n_steps: integration steps of the first pass.
+        method: Captum's integral approximation (``gausslegendre`` converges fastest).
+        target: ``"auto"`` (gold label when the probe has one, else the class predicted at the
+            first check, kept fixed), ``"gold"``, ``"predicted"``, ``"all"``, a class index or a
+            class name.
+        rel_tolerance: a probe converged when ``|delta| / |F(x) - F(baseline)|`` is at most this
+            (or ``|delta| <= abs_tolerance``).
+        max_steps: adaptive steps double up to this many; ``max_steps == n_steps`` turns it off.
+        tokens_per_chunk: memory budget of one forward pass, in tokens.
+    """
+
+    def __init__(
+        self,
+        adapter_or_model: Any,
+        tokenizer: Any = None,
+        *,
+        n_steps: int = 16,
+        method: str = "gausslegendre",
+        target: str | int = "auto",
+        rel_tolerance: float = 0.05,
+        abs_tolerance: float = 1e-4,
+        max_steps: int = 128,
+        tokens_per_chunk: int = 8192,
+        **adapter_options: Any,
+    ):
+        self.adapter: ModelAdapter = as_adapter(adapter_or_model, tokenizer, **adapter_options)
+        if not isinstance(n_steps, int) or n_steps < 2:
+            raise ValueError(f"n_steps must be an int >= 2, got {n_steps!r}.")
+        if not isinstance(max_steps, int) or max_steps < n_steps:
+            raise ValueError(f"max_steps ({max_steps!r}) must be an int >= n_steps ({n_steps}).")
+        if method not in METHODS:
+            raise ValueError(f"method {method!r} is not one of {METHODS}.")
+        if not 0 < rel_tolerance < 1:
+            raise ValueError(f"rel_tolerance must be in (0, 1), got {rel_tolerance!r}.")
+        if tokens_per_chunk < 64:
+            raise ValueError(f"tokens_per_chunk must be at least 64, got {tokens_per_chunk!r}.")
+        self.n_steps = n_steps
+        self.method = method
+        self.rel_tolerance = float(rel_tolerance)
+        self.abs_tolerance = float(abs_tolerance)
+        self.max_steps = max_steps
+        self.tokens_per_chunk = int(tokens_per_chunk)
+        self.target = self._check_target_spec(target)
+        self._fixed_targets: dict[str, list[int]] = {}
+
+    # ----------------------------------------------------------------- targets
+    def _check_target_spec(self, target: str | int) -> str | int:
+        if isinstance(target, bool):
+            raise ValueError("target must be a mode, a class index or a class name, not a bool.")
+        if isinstance(target, int):
+            self._class_index(target, "target=")
+            return target
+        if isinstance(target, str) and target in TARGET_MODES:
+            return target
+        if isinstance(target, str):
+            return self._class_index(target, "target=")
+        raise ValueError(f"target must be one of {TARGET_MODES}, a class index or a class name; got {target!r}.")
+
+    def _class_index(self, label: Any, where: str) -> int:
+        names = self.adapter.label_names
+        if hasattr(label, "item"):
+            label = label.item()
+        if self.adapter.problem_type == "regression":
+            return 0
+        if isinstance(label, bool):
+            label = int(label)
+        if isinstance(label, int):
+            if 0 <= label < len(names):
+                return label
+            raise AdapterError(f"{where} class index {label} is out of range for {len(names)} classes.")
+        if isinstance(label, float) and label.is_integer():
+            return self._class_index(int(label), where)
+        if isinstance(label, str):
+            if label in names:
+                return names.index(label)
+            if label.strip().lstrip("-").isdigit():
+                return self._class_index(int(label), where)
+        raise AdapterError(f"{where} unknown class {label!r}; the model's classes are {names}.")
+
+    def _gold_targets(self, probe: Probe) -> list[int]:
+        where = f"probe {probe.id!r} label"
+        if isinstance(probe.label, (list, tuple)):
+            return [self._class_index(x, where) for x in probe.label]
+        return [self._class_index(probe.label, where)]
+
+    def _predicted_targets(self, scores: torch.Tensor) -> list[int]:
+        if self.adapter.problem_type == "regression":
+            return [0]
+        if self.adapter.problem_type == "multi_label_classification":
+            chosen = [i for i, s in enumerate(scores.tolist()) if s > 0]
+            return chosen or [int(scores.argmax())]
+        return [int(scores.argmax())]
+
+    def _targets_for(self, probe: Probe, scores: torch.Tensor) -> list[int]:
+        spec = self.target
+        if isinstance(spec, int):
+            return [spec]
+        if spec == "all":
+            return list(range(self.adapter.num_labels))
+        if spec == "gold" or (spec == "auto" and probe.label is not None):
+            return self._gold_targets(probe)
+        if probe.id not in self._fixed_targets:
+            self._fixed_targets[probe.id] = self._predicted_targets(scores)
+        return self._fixed_targets[probe.id]
+
+    # ------------------------------------------------------------------ set-up
+    def prepare(self, probes: Any) -> list[EncodedProbe]:
+        """Encode and validate probes now, so bad input fails at set-up and not mid-epoch."""
+        probes = as_probe_set(probes)
+        encoded = self.adapter.encode(list(probes))
+        for p in probes:
+            if self.target == "gold" and p.label is None:
+                raise AdapterError(f"target='gold' but probe {p.id!r} has no label; label it or use target='auto'.")
+            if self.target in ("gold", "auto") and p.label is not None:
+                self._gold_targets(p)
+        for e in encoded:
+            if e.truncated:
+                log.warning("probe %r is longer than %s tokens and is truncated.", e.probe.id, len(e))
+        return encoded
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"fixed_targets": {k: list(v) for k, v in self._fixed_targets.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._fixed_targets = {k: list(v) for k, v in state.get("fixed_targets", {}).items()}
+
+    # ------------------------------------------------------------- attribution
+    def attribute(self, probes: Any) -> list[ProbeAttribution]:
+        """Attribute every probe (for each of its targets); one record per (probe, target)."""
+        probe_list = list(probes) if not isinstance(probes, ProbeSet) else list(probes)
+        if not probe_list:
+            return []
+        if not all(isinstance(p, Probe) for p in probe_list):
+            probe_list = list(as_probe_set(probe_list))
+        encoded = self.adapter.encode(probe_list)
+        adapter = self.adapter
+        with isolated_from_training(adapter.model):
+            scores = self._forward_all(encoded)
+            tasks = [
+                _Task(enc=e, target=t, scores=s)
+                for e, s in zip(encoded, scores)
+                for t in self._targets_for(e.probe, s)
+            ]
+            self._forward_baselines(tasks)
+            self._integrate(tasks)
+        return [self._record(t) for t in tasks]
+
+    def predict(self, texts: Sequence[str]) -> list[Any]:
+        """Predicted class per text (a list of classes for multi-label; the value for regression)."""
+        probes = [Probe(text=t, id=f"q{i}") for i, t in enumerate(texts)]
+        if not probes:
+            return []
+        with isolated_from_training(self.adapter.model):
+            scores = self._forward_all(self.adapter.encode(probes))
+        return [self._prediction(s) for s in scores]
+
+    def _prediction(self, scores: torch.Tensor) -> Any:
+        if self.adapter.problem_type == "regression":
+            return float(scores[0])
+        if self.adapter.problem_type == "multi_label_classification":
+            return [i for i, s in enumerate(scores.tolist()) if s > 0]
+        return int(scores.argmax())
+
+    def _groups(self, items: Sequence[Any], length: Any) -> Iterable[list[Any]]:
+        """Length-bucketed groups whose padded size stays within ``tokens_per_chunk``."""
+        order = sorted(items, key=length)
+        group: list[Any] = []
+        for item in order:
+            width = length(item)
+            if group and (len(group) + 1) * width > self.tokens_per_chunk:
+                yield group
+                group = []
+            group.append(item)
+        if group:
+            yield group
+
+    @torch.no_grad()
+    def _forward_all(self, encoded: list[EncodedProbe]) -> list[torch.Tensor]:
+        out: dict[int, torch.Tensor] = {}
+        for group in self._groups(list(enumerate(encoded)), lambda ie: len(ie[1])):
+            batch = self.adapter.batch([e for _, e in group])
+            logits = self.adapter.forward(batch.input_ids, *batch.forward_kwargs.values())
+            for (i, _), row in zip(group, logits.float().cpu()):
+                out[i] = row
+        return [out[i] for i in range(len(encoded))]
+
+    @torch.no_grad()
+    def _forward_baselines(self, tasks: list[_Task]) -> None:
+        """F(baseline) on the same path Captum integrates: the forward of x with its word
+        embeddings swapped for the baseline's (positions and masks stay those of x)."""
+        by_probe: dict[int, list[_Task]] = {}
+        for t in tasks:
+            by_probe.setdefault(id(t.enc), []).append(t)
+        encs = [ts[0].enc for ts in by_probe.values()]
+        layer = self.adapter.embedding_layer
+        for group in self._groups(encs, len):
+            batch = self.adapter.batch(group)
+            base_emb = layer(batch.baseline_ids)
+            handle = layer.register_forward_hook(lambda _m, _i, _o: base_emb)
+            try:
+                logits = self.adapter.forward(batch.input_ids, *batch.forward_kwargs.values()).float().cpu()
+            finally:
+                handle.remove()
+            for enc, row in zip(group, logits):
+                for t in by_probe[id(enc)]:
+                    t.f_baseline = float(row[t.target])
+                    t.f_input = float(t.scores[t.target])
+
+    def _integrate(self, tasks: list[_Task]) -> None:
+        lig = LayerIntegratedGradients(self.adapter.forward, self.adapter.embedding_layer)
+        pending = list(tasks)
+        steps = self.n_steps
+        while pending:
+            for group in self._groups(pending, lambda t: len(t.enc)):
+                self._integrate_group(lig, group, steps)
+            pending = [t for t in pending if not self._converged(t)]
+            steps *= 2
+            if steps > self.max_steps:
+                break
+
+    def _integrate_group(self, lig: LayerIntegratedGradients, group: list[_Task], steps: int) -> None:
+        batch = self.adapter.batch([t.enc for t in group])
+        width = batch.input_ids.shape[1]
+        rows = max(len(group), self.tokens_per_chunk // width)
+        attributions = lig.attribute(
+            inputs=batch.input_ids,
+            baselines=batch.baseline_ids,
+            target=[t.target for t in group],
+            additional_forward_args=tuple(batch.forward_kwargs.values()),
+            n_steps=steps,
+            method=self.method,
+            internal_batch_size=rows,
+        )
+        token_scores = attributions.detach().float().sum(dim=-1).cpu()
+        for t, row, length in zip(group, token_scores, batch.lengths):
+            t.token_scores = row[:length]
+            t.n_steps = steps
+            gap = t.f_input - t.f_baseline
+            t.delta = float(row.sum()) - gap
+            t.rel_delta = abs(t.delta) / abs(gap) if gap != 0 else (0.0 if t.delta == 0 else float("inf"))
+
+    def _converged(self, t: _Task) -> bool:
+        return t.rel_delta <= self.rel_tolerance or abs(t.delta) <= self.abs_tolerance
+
+    def _record(self, t: _Task) -> ProbeAttribution:
+        enc, probe = t.enc, t.enc.probe
+        token_scores = t.token_scores.tolist()
+        word_scores = [float(sum(token_scores[w.start : w.end])) for w in enc.words]
+        norm = sum(abs(s) for s in word_scores)
+        shares = [s / norm if norm > 0 else 0.0 for s in word_scores]
+        names = self.adapter.label_names
+        prediction = self._prediction(t.scores)
+        if isinstance(prediction, list):
+            prediction_name: Any = [names[i] for i in prediction]
+        elif isinstance(prediction, int):
+            prediction_name = names[prediction]
+        else:
+            prediction_name = prediction
+        return ProbeAttribution(
+            probe_id=probe.id,
+            text=probe.text,
+            text_pair=probe.text_pair,
+            label=probe.label,
+            target=t.target,
+            target_name=names[t.target] if t.target < len(names) else str(t.target),
+            prediction=prediction,
+            prediction_name=prediction_name,
+            scores=[float(x) for x in t.scores.tolist()],
+            tokens=list(enc.tokens),
+            token_scores=token_scores,
+            words=[w.text for w in enc.words],
+            word_scores=word_scores,
+            word_shares=shares,
+            word_segments=[w.segment for w in enc.words],
+            word_token_spans=[[w.start, w.end] for w in enc.words],
+            delta=t.delta,
+            rel_delta=t.rel_delta,
+            n_steps=t.n_steps,
+            converged=self._converged(t),
+            f_input=t.f_input,
+            f_baseline=t.f_baseline,
+            truncated=enc.truncated,
+        )

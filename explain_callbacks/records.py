@@ -1,0 +1,160 @@
+"""Plain records passed between the engine, drift tracker, alert rules and sinks.
+
+They are small dataclasses that round-trip through JSON (``to_dict`` / ``from_dict``) so a run
+directory, a checkpoint and a DDP gather all carry the same thing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+def _from_dict(cls, data: dict[str, Any]):
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class ProbeAttribution:
+    """Layer Integrated Gradients of one probe for one target class.
+
+    ``token_scores`` are per sub-word token (special tokens included, padding excluded);
+    ``word_scores`` sum the sub-words of each word; ``word_shares`` are ``word_scores``
+    divided by the sum of their absolute values (an L1 share, sign kept), so probes of
+    different length and confidence compare. ``delta`` is the signed completeness error
+    ``sum(attributions) - (F(x) - F(baseline))`` and ``rel_delta`` is
+    ``|delta| / |F(x) - F(baseline)|``.
+    """
+
+    probe_id: str
+    text: str
+    target: int
+    target_name: str
+    prediction: Any
+    prediction_name: Any
+    tokens: list[str]
+    token_scores: list[float]
+    words: list[str]
+    word_scores: list[float]
+    word_shares: list[float]
+    delta: float
+    rel_delta: float
+    n_steps: int
+    converged: bool
+    f_input: float
+    f_baseline: float
+    text_pair: str | None = None
+    label: Any = None
+    scores: list[float] = field(default_factory=list)  # the head's outputs (logits) on x
+    word_segments: list[int] = field(default_factory=list)  # 0: text, 1: text_pair
+    word_token_spans: list[list[int]] = field(default_factory=list)  # [start, end) token index
+    truncated: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ProbeAttribution":
+        return _from_dict(cls, data)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """Identity across checks: the same probe attributed for the same target."""
+        return (self.probe_id, self.target)
+
+    def top_words(self, k: int) -> list[str]:
+        """The ``k`` words with the largest positive share, ties broken by position."""
+        order = sorted(range(len(self.words)), key=lambda i: (-self.word_shares[i], i))
+        return [self.words[i] for i in order[:k]]
+
+
+@dataclass
+class Snapshot:
+    """One check: every probe's attributions at one training step."""
+
+    check_index: int
+    step: int
+    epoch: int | None
+    attributions: list[ProbeAttribution]
+    timings: dict[str, float] = field(default_factory=dict)
+    created_at: float = 0.0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["schema_version"] = SCHEMA_VERSION
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Snapshot":
+        snap = _from_dict(cls, data)
+        snap.attributions = [ProbeAttribution.from_dict(a) for a in data.get("attributions", [])]
+        return snap
+
+
+@dataclass
+class Alert:
+    """A rule that fired. ``key`` deduplicates: the same key updates, never repeats."""
+
+    rule: str
+    severity: str  # "info" | "warning" | "error"
+    message: str
+    key: str
+    token: str | None = None
+    first_step: int | None = None
+    first_epoch: int | None = None
+    first_check: int | None = None
+    last_step: int | None = None
+    last_epoch: int | None = None
+    last_check: int | None = None
+    active: bool = True
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Alert":
+        return _from_dict(cls, data)
+
+
+SEVERITY_ORDER = {"info": 0, "warning": 1, "error": 2}
+
+
+@dataclass
+class CheckResult:
+    """Everything one check produced, as handed to every sink.
+
+    ``drift`` holds the averaged drift figures (``vs_previous`` / ``vs_reference`` dicts of
+    metric name to value, plus chance levels), ``convergence`` the relative-delta figures,
+    ``token_table`` the global word table rows, ``new_alerts`` the alerts first raised at
+    this check and ``alerts`` every alert so far (updated in place).
+    """
+
+    snapshot: Snapshot
+    drift: dict[str, Any] = field(default_factory=dict)
+    convergence: dict[str, Any] = field(default_factory=dict)
+    token_table: list[dict[str, Any]] = field(default_factory=list)
+    new_alerts: list[Alert] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+
+    def scalars(self) -> dict[str, float]:
+        """Flat ``attribution/...`` scalars, the same names in every sink."""
+        out: dict[str, float] = {}
+        for ref in ("vs_previous", "vs_reference"):
+            for name, value in (self.drift.get(ref) or {}).items():
+                if isinstance(value, (int, float)) and value == value:
+                    out[f"attribution/drift/{ref}/{name}"] = float(value)
+        for name, value in self.convergence.items():
+            if isinstance(value, (int, float)) and value == value:
+                out[f"attribution/convergence/{name}"] = float(value)
+        out["attribution/alerts/active"] = float(sum(a.active for a in self.alerts))
+        out["attribution/alerts/new"] = float(len(self.new_alerts))
+        for name, value in self.snapshot.timings.items():
+            out[f"attribution/time/{name}"] = float(value)
+        return out

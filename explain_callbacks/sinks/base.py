@@ -1,0 +1,34 @@
+"""The ``Sink`` protocol: where each check's results go."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from ..probes import ProbeSet
+from ..records import CheckResult
+
+
+@dataclass
+class RunInfo:
+    """What a sink learns once, before the first check."""
+
+    name: str
+    probes: ProbeSet
+    config: dict[str, Any] = field(default_factory=dict)
+    resume: bool = False
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Receives every check. The monitor logs and skips a sink that raises; it never stops
+    training nor the other sinks.
+
+    ``summary`` is the current ``summary.json`` content (see ``AttributionMonitor.summary``).
+    """
+
+    def start(self, run: RunInfo) -> None: ...
+
+    def log_check(self, result: CheckResult, summary: dict[str, Any]) -> None: ...
+
+    def finish(self, summary: dict[str, Any]) -> None: ...

@@ -1,0 +1,1 @@
+"""Adapters from training frameworks to AttributionMonitor; import each by its own name."""
