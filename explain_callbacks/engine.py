@@ -170,6 +170,15 @@ class AttributionEngine:
                 log.warning("probe %r is longer than %s tokens and is truncated.", e.probe.id, len(e))
         return encoded
 
+    def remember_targets(self, attributions: Sequence[ProbeAttribution]) -> None:
+        """Adopt targets fixed elsewhere (another rank's share) so every rank keeps them all."""
+        fixed: dict[str, list[int]] = {}
+        for a in attributions:
+            fixed.setdefault(a.probe_id, []).append(a.target)
+        if self.target in ("auto", "predicted"):
+            for probe_id, targets in fixed.items():
+                self._fixed_targets.setdefault(probe_id, targets)
+
     def state_dict(self) -> dict[str, Any]:
         return {"fixed_targets": {k: list(v) for k, v in self._fixed_targets.items()}}
 

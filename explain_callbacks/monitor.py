@@ -1,0 +1,349 @@
+"""``AttributionMonitor``: the framework-free loop one check at a time.
+
+An integration calls ``setup()`` once before training, ``check(step, epoch)`` at its cadence
+and ``finish()`` after training. The monitor attributes the probes (each rank its share under
+``torch.distributed``), tracks drift, ranks shortcut candidates, evaluates alert rules and fans
+the result out to its sinks. Everything it needs to continue after a resume is in
+``state_dict()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .alerts import AlertRules
+from .convergence import convergence_summary
+from .drift import DriftTracker
+from .engine import AttributionEngine
+from .probes import ProbeSet, as_probe_set
+from .records import SCHEMA_VERSION, SEVERITY_ORDER, CheckResult, ProbeAttribution, Snapshot
+from .shortcuts import ShortcutDiscovery
+from .sinks.base import RunInfo, Sink
+
+log = logging.getLogger(__name__)
+
+FAIL_ON = ("never", "warning", "error")
+
+
+class AttributionAlertError(RuntimeError):
+    """Raised after training when alerts reach the ``fail_on`` severity (or a check failed)."""
+
+
+def _distributed() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class AttributionMonitor:
+    """Runs checks on a fixed probe set and reports drift, convergence and alerts.
+
+    Args:
+        engine: the ``AttributionEngine`` bound to the model being trained.
+        probes: a ``ProbeSet``, a list of texts/dicts, or a probe file.
+        top_k: words per probe (and globally) that drift and alerts compare.
+        watch_tokens, invariance_pairs: see ``AlertRules``; ignored when ``rules`` is given.
+        training_texts, training_labels: the training data (or a sample) for shortcut discovery.
+        run_dir: root of the local run directory (``None`` turns it off); ``run_name`` its folder.
+        resume: continue an existing run directory with the same probes.
+        sinks: more sinks (TensorBoard, W&B).
+        fail_on: ``"never"``, ``"warning"`` or ``"error"``: the alert severity at which
+            ``finish()`` raises ``AttributionAlertError``. ``"error"`` also stops at a failing check.
+        verbose: print the drift and alert tables after every check.
+    """
+
+    def __init__(
+        self,
+        engine: AttributionEngine,
+        probes: Any,
+        *,
+        top_k: int = 10,
+        watch_tokens: Sequence[str] = (),
+        invariance_pairs: Sequence[tuple[str, str]] = (),
+        training_texts: Sequence[str] | None = None,
+        training_labels: Sequence[Any] | None = None,
+        rules: AlertRules | None = None,
+        run_dir: str | Path | None = "explain_runs",
+        run_name: str | None = None,
+        resume: bool = False,
+        sinks: Sequence[Sink] = (),
+        fail_on: str = "never",
+        verbose: bool = False,
+    ):
+        if not isinstance(engine, AttributionEngine):
+            raise TypeError(f"engine must be an AttributionEngine, got {type(engine).__name__}.")
+        if fail_on not in FAIL_ON:
+            raise ValueError(f"fail_on must be one of {FAIL_ON}, got {fail_on!r}.")
+        if not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a positive int, got {top_k!r}.")
+        for sink in sinks:
+            if not isinstance(sink, Sink):
+                raise TypeError(f"{type(sink).__name__} is not a Sink (needs start, log_check, finish).")
+        self.engine = engine
+        self.probes: ProbeSet = as_probe_set(probes)
+        self.top_k = top_k
+        self.fail_on = fail_on
+        self.verbose = verbose
+        self.rules = rules or AlertRules(watch_tokens=watch_tokens, invariance_pairs=invariance_pairs)
+        self.rules.validate(self.probes)
+        self.tracker = DriftTracker(top_k=top_k)
+        self.discovery = ShortcutDiscovery(training_texts=training_texts, training_labels=training_labels)
+        self.run_name = run_name or time.strftime("run-%Y%m%d-%H%M%S")
+        self.resume = resume
+        self.sinks: list[Sink] = []
+        self.run_dir_sink = None
+        if run_dir is not None:
+            from .sinks.run_dir import RunDirectorySink
+
+            self.run_dir_sink = RunDirectorySink(run_dir, name=self.run_name, resume=resume)
+            self.sinks.append(self.run_dir_sink)
+        self.sinks.extend(sinks)
+        self._checks: list[dict[str, Any]] = []
+        self._candidates: list[dict[str, Any]] = []
+        self._failed_checks: list[str] = []
+        self._started = False
+        self._finished = False
+        self.engine.prepare(self.probes)
+
+    # --------------------------------------------------------------- lifecycle
+    @property
+    def is_rank_zero(self) -> bool:
+        return _distributed()[0] == 0
+
+    @property
+    def run_path(self) -> Path | None:
+        return self.run_dir_sink.path if self.run_dir_sink is not None else None
+
+    def config(self) -> dict[str, Any]:
+        e = self.engine
+        return {
+            "top_k": self.top_k,
+            "fail_on": self.fail_on,
+            "n_steps": e.n_steps,
+            "max_steps": e.max_steps,
+            "method": e.method,
+            "rel_tolerance": e.rel_tolerance,
+            "target": e.target,
+            "tokens_per_chunk": e.tokens_per_chunk,
+            "model": type(e.adapter.model).__name__,
+            "labels": list(e.adapter.label_names),
+        }
+
+    def add_sink(self, sink: Sink) -> None:
+        """Add a sink before the first check (integrations add the framework's loggers here)."""
+        if not isinstance(sink, Sink):
+            raise TypeError(f"{type(sink).__name__} is not a Sink (needs start, log_check, finish).")
+        if self._started:
+            sink.start(self._run_info())
+        self.sinks.append(sink)
+
+    def _run_info(self) -> RunInfo:
+        return RunInfo(name=self.run_name, probes=self.probes, config=self.config(), resume=self.resume)
+
+    def setup(self) -> None:
+        """Start the sinks (rank zero only). Called by the first ``check`` if not before."""
+        if self._started:
+            return
+        self._started = True
+        if not self.is_rank_zero:
+            return
+        info = self._run_info()
+        for sink in list(self.sinks):
+            if sink is self.run_dir_sink:
+                sink.start(info)  # a refused run directory must stop set-up, not be skipped
+                if self._checks:
+                    sink.truncate_after_check(self._checks[-1]["check_index"])
+            else:
+                self._call_sink(sink, "start", info)
+
+    def _call_sink(self, sink: Sink, method: str, *args: Any) -> None:
+        try:
+            getattr(sink, method)(*args)
+        except Exception:
+            log.exception("%s.%s failed; skipping it for this call.", type(sink).__name__, method)
+
+    # ------------------------------------------------------------------- check
+    def check(self, step: int, epoch: int | None = None) -> CheckResult | None:
+        """Run one check. Returns the result on rank zero, ``None`` on other ranks or on failure."""
+        self.setup()
+        started = time.perf_counter()
+        try:
+            attributions = self._attribute_all()
+        except Exception as err:
+            if self.fail_on == "error":
+                raise
+            log.exception("attribution check at step %s failed; training continues.", step)
+            self._failed_checks.append(f"step {step}: {type(err).__name__}: {err}")
+            return None
+        attribute_s = time.perf_counter() - started
+        if not self.is_rank_zero:
+            return None
+        try:
+            result = self._evaluate(attributions, step, epoch, attribute_s, started)
+        except Exception as err:
+            if self.fail_on == "error":
+                raise
+            log.exception("evaluating the check at step %s failed; training continues.", step)
+            self._failed_checks.append(f"step {step}: {type(err).__name__}: {err}")
+            return None
+        summary = self.summary()
+        for sink in self.sinks:
+            self._call_sink(sink, "log_check", result, summary)
+        if self.verbose:
+            from .console import print_check
+
+            print_check(result)
+        return result
+
+    def _attribute_all(self) -> list[ProbeAttribution]:
+        rank, world = _distributed()
+        if world == 1:
+            return self.engine.attribute(self.probes)
+        local = self.engine.attribute(self.probes.shard(rank, world))
+        gathered: list[Any] = [None] * world
+        torch.distributed.all_gather_object(gathered, [a.to_dict() for a in local])
+        order = {p.id: i for i, p in enumerate(self.probes)}
+        merged = [ProbeAttribution.from_dict(d) for part in gathered for d in part]
+        merged.sort(key=lambda a: (order[a.probe_id], a.target))
+        self.engine.remember_targets(merged)
+        return merged
+
+    def _evaluate(
+        self, attributions: list[ProbeAttribution], step: int, epoch: int | None, attribute_s: float, started: float
+    ) -> CheckResult:
+        snapshot = Snapshot(
+            check_index=len(self._checks),
+            step=int(step),
+            epoch=None if epoch is None else int(epoch),
+            attributions=attributions,
+            created_at=time.time(),
+        )
+        drift = self.tracker.update(snapshot)
+        token_table = self.tracker.token_table(snapshot)
+        self._candidates = self.discovery.rank(snapshot, predict_fn=self.engine.predict)
+        new_alerts = self.rules.evaluate(snapshot, drift, self._candidates)
+        convergence = convergence_summary(attributions)
+        snapshot.timings = {"attribute_s": attribute_s, "total_s": time.perf_counter() - started}
+        entry = self.tracker.history[-1]
+        self._checks.append(
+            {
+                "check_index": snapshot.check_index,
+                "step": snapshot.step,
+                "epoch": snapshot.epoch,
+                "error": None,
+                "drift": {k: v for k, v in drift.items() if k != "per_probe"},
+                "convergence": convergence,
+                "top_tokens": entry.get("top_tokens", token_table[: self.top_k]),
+                "entered": entry.get("entered", []),
+                "left": entry.get("left", []),
+                "timings": dict(snapshot.timings),
+            }
+        )
+        return CheckResult(
+            snapshot=snapshot,
+            drift=drift,
+            convergence=convergence,
+            token_table=token_table,
+            new_alerts=new_alerts,
+            alerts=list(self.rules.alerts),
+            candidates=self._candidates,
+        )
+
+    # ----------------------------------------------------------------- results
+    def summary(self) -> dict[str, Any]:
+        """The content of ``summary.json``."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "run_name": self.run_name,
+            "status": "finished" if self._finished else "running",
+            "probe_fingerprint": self.probes.fingerprint,
+            "n_probes": len(self.probes),
+            "config": self.config(),
+            "checks": list(self._checks),
+            "alerts": [a.to_dict() for a in self.rules.alerts],
+            "candidates": list(self._candidates),
+            "stabilisation": self.tracker.stabilisation(),
+            "trajectories": self.tracker.trajectories(),
+            "failed_checks": list(self._failed_checks),
+        }
+
+    def should_fail(self) -> bool:
+        """Whether ``fail_on`` is met by the alerts (or failed checks) so far."""
+        if self.fail_on == "never":
+            return False
+        if self._failed_checks and self.fail_on == "error":
+            return True
+        threshold = SEVERITY_ORDER[self.fail_on]
+        return any(SEVERITY_ORDER.get(a.severity, 0) >= threshold for a in self.rules.alerts)
+
+    def finish(self, raise_on_alert: bool = True) -> dict[str, Any]:
+        """Flush every sink, render the report, and raise ``AttributionAlertError`` if ``fail_on``
+        is met. Under ``torch.distributed`` rank zero decides and every rank raises alike."""
+        if self._finished:
+            return self.summary()
+        self._finished = True
+        summary = self.summary()
+        fail = False
+        if self.is_rank_zero:
+            if self._started:
+                for sink in self.sinks:
+                    self._call_sink(sink, "finish", summary)
+            fail = self.should_fail()
+        rank, world = _distributed()
+        if world > 1:
+            box = [fail]
+            torch.distributed.broadcast_object_list(box, src=0)
+            fail = bool(box[0])
+        if fail and raise_on_alert:
+            raise AttributionAlertError(self._failure_message())
+        return summary
+
+    def _failure_message(self) -> str:
+        threshold = SEVERITY_ORDER[self.fail_on]
+        hits = [a for a in self.rules.alerts if SEVERITY_ORDER.get(a.severity, 0) >= threshold]
+        lines = [f"{len(hits)} attribution alert(s) at or above {self.fail_on!r}:"]
+        lines += [f"  [{a.severity}] {a.rule}: {a.message}" for a in hits[:10]]
+        lines += [f"  check failed: {msg}" for msg in self._failed_checks[:5]]
+        if self.run_path is not None:
+            lines.append(f"details: {self.run_path / 'report.html'}")
+        return "\n".join(lines)
+
+    # -------------------------------------------------------------- checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "run_name": self.run_name,
+            "probe_fingerprint": self.probes.fingerprint,
+            "engine": self.engine.state_dict(),
+            "tracker": self.tracker.state_dict(),
+            "rules": self.rules.state_dict(),
+            "checks": list(self._checks),
+            "candidates": list(self._candidates),
+            "failed_checks": list(self._failed_checks),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue a run: same probes required. The run directory resumes with it."""
+        fingerprint = state.get("probe_fingerprint")
+        if fingerprint != self.probes.fingerprint:
+            raise ValueError(
+                "the checkpoint's attribution state was made with a different probe set "
+                f"(fingerprint {str(fingerprint)[:12]} vs {self.probes.fingerprint[:12]}). Resume with "
+                "the same probes (the run directory's probes.jsonl), or start a new run_name."
+            )
+        self.engine.load_state_dict(state.get("engine", {}))
+        self.tracker.load_state_dict(state.get("tracker", {}))
+        self.rules.load_state_dict(state.get("rules", {}))
+        self._checks = list(state.get("checks", []))
+        self._candidates = list(state.get("candidates", []))
+        self._failed_checks = list(state.get("failed_checks", []))
+        self.run_name = state.get("run_name", self.run_name)
+        self.resume = True
+        if self.run_dir_sink is not None:
+            self.run_dir_sink.resume = True
+            self.run_dir_sink.name = self.run_name

@@ -1,0 +1,121 @@
+"""The options every integration takes, validated once at construction.
+
+Integrations build a ``MonitorOptions`` in their ``__init__`` (so bad options fail before
+training starts) and call ``build_monitor`` when the model and tokenizer are known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from .alerts import AlertRules
+from .engine import AttributionEngine
+from .monitor import FAIL_ON, AttributionMonitor
+from .probes import ProbeSet, as_probe_set
+from .sinks.base import Sink
+
+
+@dataclass
+class Schedule:
+    """When a check is due: every ``every_n_epochs`` epochs or every ``every_n_steps`` steps."""
+
+    every_n_epochs: int | None = 1
+    every_n_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.every_n_steps is not None and self.every_n_epochs not in (None, 1):
+            raise ValueError("give every_n_epochs or every_n_steps, not both.")
+        if self.every_n_steps is not None:
+            self.every_n_epochs = None
+        for name in ("every_n_epochs", "every_n_steps"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be a positive int or None, got {value!r}.")
+        if self.every_n_epochs is None and self.every_n_steps is None:
+            raise ValueError("set every_n_epochs or every_n_steps.")
+
+    def due_at_epoch_end(self, epoch: int) -> bool:
+        """``epoch`` counts from 0; the first check runs after epoch ``every_n_epochs - 1``."""
+        return self.every_n_epochs is not None and (epoch + 1) % self.every_n_epochs == 0
+
+    def due_at_step(self, step: int) -> bool:
+        return self.every_n_steps is not None and step > 0 and step % self.every_n_steps == 0
+
+
+@dataclass
+class MonitorOptions:
+    """Core options shared by the Lightning, Hugging Face and Flair integrations."""
+
+    probes: Any = None
+    every_n_epochs: int | None = 1
+    every_n_steps: int | None = None
+    n_steps: int = 16
+    max_steps: int = 128
+    method: str = "gausslegendre"
+    target: str | int = "auto"
+    rel_tolerance: float = 0.05
+    tokens_per_chunk: int = 8192
+    top_k: int = 10
+    watch_tokens: Sequence[str] = ()
+    invariance_pairs: Sequence[tuple[str, str]] = ()
+    rules: AlertRules | None = None
+    training_texts: Sequence[str] | None = None
+    training_labels: Sequence[Any] | None = None
+    run_dir: str | Path | None = "explain_runs"
+    run_name: str | None = None
+    resume: bool = False
+    sinks: Sequence[Sink] = ()
+    fail_on: str = "never"
+    verbose: bool = False
+    adapter_options: dict[str, Any] = field(default_factory=dict)
+    schedule: Schedule = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.schedule = Schedule(self.every_n_epochs, self.every_n_steps)
+        if self.fail_on not in FAIL_ON:
+            raise ValueError(f"fail_on must be one of {FAIL_ON}, got {self.fail_on!r}.")
+        if self.probes is not None:
+            self.probes = as_probe_set(self.probes)
+        if isinstance(self.watch_tokens, str):
+            raise ValueError("watch_tokens must be a list of words, not one string.")
+        if self.rules is None:
+            self.rules = AlertRules(watch_tokens=self.watch_tokens, invariance_pairs=self.invariance_pairs)
+        if self.probes is not None:
+            self.rules.validate(self.probes)
+        if not isinstance(self.top_k, int) or self.top_k < 1:
+            raise ValueError(f"top_k must be a positive int, got {self.top_k!r}.")
+        if not isinstance(self.n_steps, int) or self.n_steps < 2 or self.max_steps < self.n_steps:
+            raise ValueError(f"need 2 <= n_steps <= max_steps, got n_steps={self.n_steps!r}, max_steps={self.max_steps!r}.")
+
+    def build_monitor(self, adapter_or_model: Any, tokenizer: Any = None, probes: ProbeSet | None = None) -> AttributionMonitor:
+        """Bind the options to a model; ``probes`` fills in when none were given."""
+        probe_set = self.probes if self.probes is not None else probes
+        if probe_set is None:
+            raise ValueError("no probes: pass probes=, or give the trainer a validation/eval dataset to sample them from.")
+        engine = AttributionEngine(
+            adapter_or_model,
+            tokenizer,
+            n_steps=self.n_steps,
+            max_steps=self.max_steps,
+            method=self.method,
+            target=self.target,
+            rel_tolerance=self.rel_tolerance,
+            tokens_per_chunk=self.tokens_per_chunk,
+            **self.adapter_options,
+        )
+        return AttributionMonitor(
+            engine,
+            probe_set,
+            top_k=self.top_k,
+            rules=self.rules,
+            training_texts=self.training_texts,
+            training_labels=self.training_labels,
+            run_dir=self.run_dir,
+            run_name=self.run_name,
+            resume=self.resume,
+            sinks=self.sinks,
+            fail_on=self.fail_on,
+            verbose=self.verbose,
+        )
