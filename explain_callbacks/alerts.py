@@ -1,0 +1,355 @@
+"""Alert rules: when the model starts leaning on a token it should not.
+
+Each rule turns a check into a set of firing conditions, each with a stable key. An alert
+is raised once, when its key first fires; later checks update it in place (``last_step``,
+``last_check``, ``evidence``), set ``active=False`` when the condition clears and back to
+``True`` when it returns, never adding a second alert for the same key.
+
+Rules (all severities can be changed with ``severities=``):
+
+- ``watch_token`` (warning): a watched word enters the top ``watch_top_k`` words in at least
+  ``watch_probe_fraction`` of the probes that contain it, or its mean share on those probes
+  reaches ``watch_share``.
+- ``invariance`` (warning): the two probes of an invariance pair get different predictions.
+- ``shortcut`` (warning): a discovered shortcut candidate (:mod:`.shortcuts`) scores above
+  the threshold its evidence allows (see :meth:`AlertRules.shortcut_threshold`).
+- ``convergence`` (info): more than ``max_unconverged_fraction`` of the probes' integrals
+  missed the relative-delta tolerance. It is about how far the attributions can be trusted,
+  not about the model, hence only info: raise ``n_steps`` / ``max_steps`` to fix it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections import Counter, defaultdict
+from typing import Any, Iterable, Mapping, Sequence
+
+from .probes import ProbeSet
+from .records import Alert, ProbeAttribution, Snapshot
+
+logger = logging.getLogger(__name__)
+
+RULES = ("watch_token", "invariance", "shortcut", "convergence")
+DEFAULT_SEVERITIES = {"watch_token": "warning", "invariance": "warning", "shortcut": "warning",
+                      "convergence": "info"}
+SEVERITIES = ("info", "warning", "error")
+EVIDENCE_PROBES = 5  # probes listed in an alert's evidence
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats as ``None`` and numpy scalars as Python numbers."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def word_pattern(word: str) -> re.Pattern[str]:
+    """Case-insensitive whole-word match of ``word`` in running text."""
+    return re.compile(rf"(?<!\w){re.escape(word)}(?!\w)", re.IGNORECASE)
+
+
+def _check_fraction(name: str, value: Any, low_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+        (0.0 < value if low_open else 0.0 <= value) and value <= 1.0
+    ):
+        interval = "(0, 1]" if low_open else "[0, 1]"
+        raise ValueError(f"AlertRules: {name} must be a number in {interval}, got {value!r}.")
+    return float(value)
+
+
+class AlertRules:
+    """The alert rules of one run, with their deduplicated alerts.
+
+    ``min_checks``: a condition must hold at that many consecutive checks before its alert
+    is raised (1 raises at the first check it holds).
+    ``shortcut_min_score`` applies to candidates backed by both training-data statistics and
+    counterfactual flips; ``shortcut_min_score_partial`` (stricter) to candidates that have
+    only one of the two; candidates with attribution evidence alone never alert, because
+    genuine sentiment words dominate attributions in a clean run too.
+    """
+
+    def __init__(
+        self,
+        watch_tokens: Iterable[str] | str = (),
+        watch_top_k: int = 5,
+        watch_probe_fraction: float = 0.5,
+        watch_share: float = 0.25,
+        invariance_pairs: Iterable[Sequence[str]] = (),
+        max_unconverged_fraction: float = 0.2,
+        shortcut_min_score: float = 0.5,
+        shortcut_min_score_partial: float = 0.65,
+        min_checks: int = 1,
+        severities: Mapping[str, str] | None = None,
+    ):
+        if isinstance(watch_tokens, str):
+            watch_tokens = (watch_tokens,)
+        tokens: list[str] = []
+        for token in watch_tokens:
+            if not isinstance(token, str) or not token.strip():
+                raise ValueError(
+                    f"AlertRules: watch_tokens must be non-empty strings, got {token!r}."
+                )
+            if len(token.split()) > 1:
+                raise ValueError(
+                    f"AlertRules: watch token {token!r} has several words; watch each word "
+                    "separately (matching is per word)."
+                )
+            lowered = token.strip().lower()
+            if lowered not in tokens:
+                tokens.append(lowered)
+        self.watch_tokens = tuple(tokens)
+        if isinstance(watch_top_k, bool) or not isinstance(watch_top_k, int) or watch_top_k < 1:
+            raise ValueError(f"AlertRules: watch_top_k must be a positive integer, got {watch_top_k!r}.")
+        self.watch_top_k = watch_top_k
+        self.watch_probe_fraction = _check_fraction("watch_probe_fraction", watch_probe_fraction, True)
+        self.watch_share = _check_fraction("watch_share", watch_share, True)
+        pairs: list[tuple[str, str]] = []
+        for pair in invariance_pairs:
+            if (
+                isinstance(pair, str)
+                or not isinstance(pair, Sequence)
+                or len(pair) != 2
+                or not all(isinstance(p, str) for p in pair)
+            ):
+                raise ValueError(
+                    f"AlertRules: each invariance pair must be two probe ids (strings such as "
+                    f"('p0', 'p1')), got {pair!r}."
+                )
+            if pair[0] == pair[1]:
+                raise ValueError(f"AlertRules: invariance pair {tuple(pair)!r} names the same probe twice.")
+            pairs.append((pair[0], pair[1]))
+        self.invariance_pairs = tuple(pairs)
+        self.max_unconverged_fraction = _check_fraction("max_unconverged_fraction", max_unconverged_fraction)
+        self.shortcut_min_score = _check_fraction("shortcut_min_score", shortcut_min_score, True)
+        self.shortcut_min_score_partial = _check_fraction(
+            "shortcut_min_score_partial", shortcut_min_score_partial, True
+        )
+        if self.shortcut_min_score_partial < self.shortcut_min_score:
+            raise ValueError(
+                "AlertRules: shortcut_min_score_partial is for candidates with less evidence and "
+                f"must be at least shortcut_min_score ({self.shortcut_min_score}), got "
+                f"{self.shortcut_min_score_partial}."
+            )
+        if isinstance(min_checks, bool) or not isinstance(min_checks, int) or min_checks < 1:
+            raise ValueError(f"AlertRules: min_checks must be a positive integer, got {min_checks!r}.")
+        self.min_checks = min_checks
+        self.severities = dict(DEFAULT_SEVERITIES)
+        for rule, severity in (severities or {}).items():
+            if rule not in RULES:
+                raise ValueError(f"AlertRules: severities names unknown rule {rule!r}; rules are {RULES}.")
+            if severity not in SEVERITIES:
+                raise ValueError(
+                    f"AlertRules: severity for {rule!r} must be one of {SEVERITIES}, got {severity!r}."
+                )
+            self.severities[rule] = severity
+        self._alerts: dict[str, Alert] = {}
+        self._streaks: dict[str, int] = {}
+
+    # ----------------------------------------------------------------------- setup
+
+    def validate(self, probes: ProbeSet) -> None:
+        """Check the rules against the probe set, at setup (before any training step)."""
+        ids = {p.id for p in probes}
+        for a, b in self.invariance_pairs:
+            for pid in (a, b):
+                if pid not in ids:
+                    known = ", ".join(sorted(ids)[:8]) + (", ..." if len(ids) > 8 else "")
+                    raise ValueError(
+                        f"AlertRules: invariance pair ({a!r}, {b!r}) names probe id {pid!r}, which "
+                        f"is not in the probe set (ids: {known}). Give the probes explicit ids."
+                    )
+        for token in self.watch_tokens:
+            pattern = word_pattern(token)
+            if not any(pattern.search(p.text) or (p.text_pair and pattern.search(p.text_pair)) for p in probes):
+                logger.warning(
+                    "AlertRules: watch token %r occurs in no probe, so it can never fire; add probes "
+                    "that contain it.",
+                    token,
+                )
+
+    def shortcut_threshold(self, candidate: Mapping[str, Any]) -> float | None:
+        """The score a candidate must reach, from the evidence behind it (``None``: never)."""
+        basis = set((candidate.get("evidence") or {}).get("basis") or ())
+        backed = {"training", "counterfactual"} & basis
+        if len(backed) == 2:
+            return self.shortcut_min_score
+        if backed:
+            return self.shortcut_min_score_partial
+        return None
+
+    # ----------------------------------------------------------------------- per check
+
+    @property
+    def alerts(self) -> list[Alert]:
+        """Every alert so far, in the order they were first raised."""
+        return list(self._alerts.values())
+
+    def evaluate(
+        self, snapshot: Snapshot, drift: Mapping[str, Any] | None = None, candidates: Sequence[Mapping[str, Any]] = ()
+    ) -> list[Alert]:
+        """Apply every rule to one check; return the alerts raised for the first time.
+
+        ``drift`` is the tracker's figures for this check; no current rule needs it, it is
+        taken so every rule sees the same inputs. ``candidates`` are
+        :meth:`ShortcutDiscovery.rank` rows.
+        """
+        firing: list[tuple[str, str, str, str | None, dict[str, Any]]] = []
+        firing += self._watch_token(snapshot)
+        firing += self._invariance(snapshot)
+        firing += self._shortcut(candidates)
+        firing += self._convergence(snapshot)
+
+        new: list[Alert] = []
+        fired_keys = set()
+        for rule, key, message, token, evidence in firing:
+            fired_keys.add(key)
+            self._streaks[key] = self._streaks.get(key, 0) + 1
+            if self._streaks[key] < self.min_checks:
+                continue
+            evidence = json_safe(evidence)
+            alert = self._alerts.get(key)
+            if alert is None:
+                alert = Alert(
+                    rule=rule,
+                    severity=self.severities[rule],
+                    message=message,
+                    key=key,
+                    token=token,
+                    first_step=snapshot.step,
+                    first_epoch=snapshot.epoch,
+                    first_check=snapshot.check_index,
+                    evidence=evidence,
+                )
+                self._alerts[key] = alert
+                new.append(alert)
+            alert.message, alert.evidence, alert.token, alert.active = message, evidence, token, True
+            alert.last_step, alert.last_epoch, alert.last_check = snapshot.step, snapshot.epoch, snapshot.check_index
+        for key in list(self._streaks):
+            if key not in fired_keys:
+                del self._streaks[key]
+        for key, alert in self._alerts.items():
+            if key not in fired_keys:
+                alert.active = False
+        return new
+
+    def _watch_token(self, snapshot: Snapshot):
+        for token in self.watch_tokens:
+            rows = []
+            for attribution in snapshot.attributions:
+                positions = [i for i, w in enumerate(attribution.words) if w.lower() == token]
+                if not positions:
+                    continue
+                order = sorted(range(len(attribution.words)), key=lambda i: (-attribution.word_shares[i], i))
+                best_rank = min(order.index(i) for i in positions) + 1
+                share = sum(float(attribution.word_shares[i]) for i in positions)
+                rows.append({"probe_id": attribution.probe_id, "target": attribution.target,
+                             "share": share, "rank": best_rank})
+            if not rows:
+                continue
+            in_top = sum(r["rank"] <= self.watch_top_k for r in rows) / len(rows)
+            mean_share = sum(r["share"] for r in rows) / len(rows)
+            if in_top >= self.watch_probe_fraction or mean_share >= self.watch_share:
+                rows.sort(key=lambda r: -r["share"])
+                yield (
+                    "watch_token",
+                    f"watch_token:{token}",
+                    f"watched token {token!r} is in the top {self.watch_top_k} words of "
+                    f"{in_top:.0%} of the {len(rows)} probes containing it (mean share {mean_share:.2f}).",
+                    token,
+                    {"n_probes": len(rows), "top_k": self.watch_top_k, "top_k_fraction": in_top,
+                     "mean_share": mean_share, "probes": rows[:EVIDENCE_PROBES]},
+                )
+
+    def _invariance(self, snapshot: Snapshot):
+        by_id: dict[str, ProbeAttribution] = {}
+        for attribution in snapshot.attributions:
+            by_id.setdefault(attribution.probe_id, attribution)
+        for a, b in self.invariance_pairs:
+            first, second = by_id.get(a), by_id.get(b)
+            if first is None or second is None or first.prediction == second.prediction:
+                continue
+            differing = _differing_words(first, second) + _differing_words(second, first)
+            differing.sort(key=lambda d: -abs(d["share"]))
+            yield (
+                "invariance",
+                f"invariance:{a}|{b}",
+                f"probes {a!r} and {b!r} should get the same prediction but get "
+                f"{first.prediction_name!r} and {second.prediction_name!r}.",
+                differing[0]["word"] if differing else None,
+                {"probes": {pid: {"prediction": att.prediction, "prediction_name": att.prediction_name,
+                                  "target": att.target}
+                            for pid, att in ((a, first), (b, second))},
+                 "differing_words": differing},
+            )
+
+    def _shortcut(self, candidates: Sequence[Mapping[str, Any]]):
+        for candidate in candidates:
+            threshold = self.shortcut_threshold(candidate)
+            score = float(candidate.get("score", 0.0))
+            if threshold is None or not score >= threshold:
+                continue
+            word = str(candidate["word"])
+            yield (
+                "shortcut",
+                f"shortcut:{word}",
+                f"the model may be using {word!r} as a shortcut (score {score:.2f}, threshold "
+                f"{threshold:.2f}).",
+                word,
+                {**dict(candidate.get("evidence") or {}), "score": score, "threshold": threshold},
+            )
+
+    def _convergence(self, snapshot: Snapshot):
+        total = len(snapshot.attributions)
+        unconverged = [a for a in snapshot.attributions if not a.converged]
+        if not total or len(unconverged) / total <= self.max_unconverged_fraction:
+            return
+        unconverged.sort(key=lambda a: -(a.rel_delta if a.rel_delta == a.rel_delta else math.inf))
+        fraction = len(unconverged) / total
+        yield (
+            "convergence",
+            "convergence",
+            f"{fraction:.0%} of the probe attributions did not converge (limit "
+            f"{self.max_unconverged_fraction:.0%}); raise n_steps or max_steps for trustworthy figures.",
+            None,
+            {"n_unconverged": len(unconverged), "n_probes": total, "fraction": fraction,
+             "limit": self.max_unconverged_fraction,
+             "worst": [{"probe_id": a.probe_id, "target": a.target, "rel_delta": a.rel_delta,
+                        "n_steps": a.n_steps} for a in unconverged[:EVIDENCE_PROBES]]},
+        )
+
+    # ----------------------------------------------------------------------- checkpointing
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"version": 1, "alerts": [a.to_dict() for a in self._alerts.values()],
+                "streaks": dict(self._streaks)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if not isinstance(state, Mapping) or state.get("version") != 1:
+            raise ValueError(
+                "AlertRules.load_state_dict: not an AlertRules state (expected a mapping with "
+                "version 1, as AlertRules.state_dict() returns)."
+            )
+        alerts = [Alert.from_dict(a) for a in state.get("alerts", [])]
+        self._alerts = {a.key: a for a in alerts}
+        self._streaks = {str(k): int(v) for k, v in state.get("streaks", {}).items()}
+
+
+def _differing_words(one: ProbeAttribution, other: ProbeAttribution) -> list[dict[str, Any]]:
+    """Words of ``one`` (lowercased, counted) beyond those ``other`` has, with their share in ``one``."""
+    spare = Counter(w.lower() for w in other.words)
+    shares: dict[str, float] = defaultdict(float)
+    for word, share in zip(one.words, one.word_shares):
+        lowered = word.lower()
+        if spare[lowered] > 0:
+            spare[lowered] -= 1
+        else:
+            shares[lowered] += float(share)
+    return [{"word": w, "probe_id": one.probe_id, "share": s} for w, s in shares.items()]
