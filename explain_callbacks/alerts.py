@@ -332,6 +332,9 @@ class AlertRules:
                 "streaks": dict(self._streaks)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore from :meth:`state_dict`; an empty mapping means no alerts yet."""
+        if isinstance(state, Mapping) and not state:
+            state = {"version": 1}
         if not isinstance(state, Mapping) or state.get("version") != 1:
             raise ValueError(
                 "AlertRules.load_state_dict: not an AlertRules state (expected a mapping with "

@@ -411,7 +411,10 @@ class DriftTracker:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore from :meth:`state_dict`. The tracker keeps its own settings; a saved
-        ``top_k`` that differs is logged, since earlier history used the other value."""
+        ``top_k`` that differs is logged, since earlier history used the other value. An
+        empty mapping means no checks yet."""
+        if isinstance(state, Mapping) and not state:
+            state = {"version": 1}
         if not isinstance(state, Mapping) or state.get("version") != 1:
             raise ValueError(
                 "DriftTracker.load_state_dict: not a DriftTracker state (expected a mapping "

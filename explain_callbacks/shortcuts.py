@@ -3,7 +3,8 @@
 A shortcut word has three signatures, and genuine class words share only the first:
 
 1. *Attribution dominance*: on the probes that contain it, it takes a large share and is
-   often the top word. Genuine sentiment words ("great") do this too, so it only gates.
+   often the top word. Genuine sentiment words ("great") do this too, so it only scales
+   the other evidence.
 2. *Training-data purity*: nearly every training example that contains it has the same label
    (a planted "zorblax" 100%, "great" about 80%). Purity is judged by the lower end of its
    95% Wilson interval, so three pure examples do not look like thirty, and is measured above
@@ -18,11 +19,13 @@ Training texts are tokenised by lowercase ``\\w+`` (document frequency: a word c
 per example); attributed words are lowercased and only whole ``\\w+`` words are candidates,
 so punctuation and special tokens never are.
 
-Score (0..1) = dominance × weighted mean of the evidence present: purity 0.25, rarity 0.05,
-insertion flips 0.5, removal flips 0.2. Each candidate's ``evidence["basis"]`` lists what
-was present ("attribution", "training", "counterfactual"); :class:`~.alerts.AlertRules`
-demands a higher score when training data or counterfactuals are missing and never alerts
-on attribution alone.
+Score (0..1) = (0.25 + 0.75 × dominance) × weighted mean of the evidence present: purity
+0.25, rarity 0.05, insertion flips 0.5, removal flips 0.2. Dominance scales rather than gates,
+because a shortcut that co-occurs with real class words can get little attribution share (they
+saturate the output) and still flip every text it is inserted into. Each candidate's
+``evidence["basis"]`` lists what was present ("attribution", "training", "counterfactual");
+:class:`~.alerts.AlertRules` demands a higher score when training data or counterfactuals
+are missing and never alerts on attribution alone.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import logging
 from collections import Counter, defaultdict
 from typing import Any, Callable, Hashable, Sequence
 
@@ -39,10 +43,15 @@ from .alerts import json_safe, word_pattern
 from .drift import lowercase_word_shares
 from .records import ProbeAttribution, Snapshot
 
+logger = logging.getLogger(__name__)
+
 PredictFn = Callable[[list[str]], Sequence[int]]
 
 WORD_RE = re.compile(r"\w+")
 WEIGHTS = {"purity": 0.25, "rarity": 0.05, "insertion": 0.5, "removal": 0.2}
+# A shortcut that co-occurs with genuine class words can get little attribution share
+# (the genuine words saturate the output) yet still flip texts it is inserted into.
+DOMINANCE_FLOOR = 0.25
 
 
 def training_words(text: str) -> set[str]:
@@ -255,7 +264,7 @@ class ShortcutDiscovery:
         if not parts:
             return 0.0  # attribution share alone is no evidence of a shortcut
         weighted = sum(WEIGHTS[k] * v for k, v in parts.items()) / sum(WEIGHTS[k] for k in parts)
-        return row["attribution"]["dominance"] * weighted
+        return (DOMINANCE_FLOOR + (1.0 - DOMINANCE_FLOOR) * row["attribution"]["dominance"]) * weighted
 
     def _counterfactuals(self, rows: list[dict[str, Any]], snapshot: Snapshot, predict_fn: PredictFn) -> None:
         probes: dict[str, ProbeAttribution] = {}
@@ -265,7 +274,14 @@ class ShortcutDiscovery:
         texts = [a.text for a in probes.values()]
         if not texts or not rows:
             return
-        original = dict(zip(probes, _predict(predict_fn, texts)))
+        predictions = _predict(predict_fn, texts)
+        if predictions is None:
+            logger.warning(
+                "ShortcutDiscovery: predict_fn does not return one class id per text (multi-label or "
+                "regression model?); counterfactual flips are skipped."
+            )
+            return
+        original = dict(zip(probes, predictions))
         by_confidence = sorted(probes, key=lambda pid: -_margin(probes[pid]))
         variants: list[str] = []
         plans = []  # per row: (removal, insertion) lists of (variant index, probe id)
@@ -289,7 +305,9 @@ class ShortcutDiscovery:
                     insertion.append((len(variants), pid))
                     variants.append(f"{row['word']} {probes[pid].text}")
             plans.append((removal, insertion))
-        predicted = _predict(predict_fn, variants) if variants else []
+        predicted = (_predict(predict_fn, variants) or []) if variants else []
+        if len(predicted) != len(variants):
+            return
         for row, (removal, insertion) in zip(rows, plans):
             removal_rate = (
                 sum(predicted[i] != original[pid] for i, pid in removal) / len(removal) if removal else None
@@ -336,6 +354,9 @@ class ShortcutDiscovery:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict`; an empty mapping keeps the current statistics."""
+        if isinstance(state, dict) and not state:
+            return
         if not isinstance(state, dict) or state.get("version") != 1:
             raise ValueError(
                 "ShortcutDiscovery.load_state_dict: not a ShortcutDiscovery state (expected a mapping "
@@ -358,11 +379,20 @@ def _margin(attribution: ProbeAttribution) -> float:
     return float(scores[prediction]) - max(float(s) for s in others)
 
 
-def _predict(predict_fn: PredictFn, texts: list[str]) -> list[int]:
+def _predict(predict_fn: PredictFn, texts: list[str]) -> list[int] | None:
+    """Class ids for ``texts``; ``None`` when the model's outputs are not class ids."""
     out = list(predict_fn(texts))
     if len(out) != len(texts):
         raise ValueError(
             f"ShortcutDiscovery: predict_fn returned {len(out)} predictions for {len(texts)} texts; "
             "it must return one class id per text."
         )
-    return [int(p.item() if hasattr(p, "item") else p) for p in out]
+    ids = []
+    for p in out:
+        p = p.item() if hasattr(p, "item") and getattr(p, "ndim", 0) == 0 else p
+        if isinstance(p, float) and p.is_integer():
+            p = int(p)
+        if not isinstance(p, int):
+            return None
+        ids.append(int(p))
+    return ids

@@ -173,3 +173,12 @@ def test_validate_against_probe_set(caplog):
         AlertRules(watch_tokens=["NURSE", "zorblax"], invariance_pairs=[("he", "she")]).validate(probes)
     assert "'zorblax' occurs in no probe" in caplog.text
     assert "nurse" not in caplog.text
+
+
+def test_empty_state_means_no_alerts():
+    rules = AlertRules(watch_tokens=["zorblax"], watch_top_k=2)
+    rules.evaluate(watch_check(0, 0.5), {}, [])
+    rules.load_state_dict({})
+    assert rules.alerts == []
+    with pytest.raises(ValueError, match="not an AlertRules state"):
+        rules.load_state_dict({"history": []})

@@ -263,3 +263,12 @@ def test_load_state_dict_refuses_other_data():
 def test_tracker_rejects_bad_options(kwargs, message):
     with pytest.raises(ValueError, match=message):
         DriftTracker(**kwargs)
+
+
+def test_empty_state_means_no_checks():
+    tracker = DriftTracker(top_k=3)
+    tracker.update(probe_check(0, BASE))
+    tracker.load_state_dict({})
+    assert tracker.history == [] and tracker.trajectories() == {}
+    first = tracker.update(probe_check(1, BASE))
+    assert math.isnan(first["vs_previous"]["rbo"])

@@ -226,3 +226,20 @@ def test_bad_input_is_refused():
     predict, check = linear_model(planted_weight=4.0)
     with pytest.raises(ValueError, match="one class id per text"):
         ShortcutDiscovery().rank(check(0, probe_texts(planted=True)), lambda texts: [0])
+
+
+def test_outputs_that_are_not_class_ids_skip_counterfactuals(planted_run, caplog):
+    texts, labels, predict, check = planted_run
+    multi_label = lambda batch: [[p] for p in predict(batch)]  # noqa: E731
+    candidates = ShortcutDiscovery(texts, labels).rank(check, multi_label)
+    assert candidates[0]["word"] == PLANTED
+    assert candidates[0]["evidence"]["basis"] == ["attribution", "training"]
+    assert "counterfactual flips are skipped" in caplog.text
+
+
+def test_empty_state_keeps_statistics(planted_run):
+    texts, labels, _, _ = planted_run
+    discovery = ShortcutDiscovery(texts, labels)
+    before = discovery.state_dict()
+    discovery.load_state_dict({})
+    assert discovery.state_dict() == before
