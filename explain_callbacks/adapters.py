@@ -223,7 +223,7 @@ def _words_from_encoding(enc: Any, probe: Probe) -> list[Word]:
         source = probe.text if w.segment == 0 else (probe.text_pair or "")
         start = offsets[w.start][0]
         end = offsets[w.end - 1][1]
-        w.text = source[start:end] or "".join(enc.tokens()[w.start : w.end])
+        w.text = source[start:end].strip() or "".join(enc.tokens()[w.start : w.end])
     return words
 
 

@@ -10,6 +10,7 @@ the result out to its sinks. Everything it needs to continue after a resume is i
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -28,6 +29,17 @@ from .sinks.base import RunInfo, Sink
 log = logging.getLogger(__name__)
 
 FAIL_ON = ("never", "warning", "error")
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities become ``None`` so every reader gets strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 class AttributionAlertError(RuntimeError):
@@ -108,6 +120,7 @@ class AttributionMonitor:
         self._failed_checks: list[str] = []
         self._started = False
         self._finished = False
+        self._restored = False
         self.engine.prepare(self.probes)
 
     # --------------------------------------------------------------- lifecycle
@@ -156,8 +169,8 @@ class AttributionMonitor:
         for sink in list(self.sinks):
             if sink is self.run_dir_sink:
                 sink.start(info)  # a refused run directory must stop set-up, not be skipped
-                if self._checks:
-                    sink.truncate_after_check(self._checks[-1]["check_index"])
+                if self._restored:  # drop checks made after the checkpoint we resumed from
+                    sink.truncate_after_check(self._checks[-1]["check_index"] if self._checks else -1)
             else:
                 self._call_sink(sink, "start", info)
 
@@ -256,8 +269,8 @@ class AttributionMonitor:
 
     # ----------------------------------------------------------------- results
     def summary(self) -> dict[str, Any]:
-        """The content of ``summary.json``."""
-        return {
+        """The content of ``summary.json`` (strict JSON: undefined figures are ``null``)."""
+        return _json_safe({
             "schema_version": SCHEMA_VERSION,
             "run_name": self.run_name,
             "status": "finished" if self._finished else "running",
@@ -270,7 +283,7 @@ class AttributionMonitor:
             "stabilisation": self.tracker.stabilisation(),
             "trajectories": self.tracker.trajectories(),
             "failed_checks": list(self._failed_checks),
-        }
+        })
 
     def should_fail(self) -> bool:
         """Whether ``fail_on`` is met by the alerts (or failed checks) so far."""
@@ -322,6 +335,7 @@ class AttributionMonitor:
             "engine": self.engine.state_dict(),
             "tracker": self.tracker.state_dict(),
             "rules": self.rules.state_dict(),
+            "discovery": self.discovery.state_dict(),
             "checks": list(self._checks),
             "candidates": list(self._candidates),
             "failed_checks": list(self._failed_checks),
@@ -339,11 +353,14 @@ class AttributionMonitor:
         self.engine.load_state_dict(state.get("engine", {}))
         self.tracker.load_state_dict(state.get("tracker", {}))
         self.rules.load_state_dict(state.get("rules", {}))
+        if "discovery" in state:
+            self.discovery.load_state_dict(state["discovery"])
         self._checks = list(state.get("checks", []))
         self._candidates = list(state.get("candidates", []))
         self._failed_checks = list(state.get("failed_checks", []))
         self.run_name = state.get("run_name", self.run_name)
         self.resume = True
+        self._restored = True
         if self.run_dir_sink is not None:
             self.run_dir_sink.resume = True
             self.run_dir_sink.name = self.run_name

@@ -1,0 +1,300 @@
+"""AttributionEngine: agreement with Captum, completeness, adaptive steps, targets, bad input."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import LayerIntegratedGradients
+
+from explain_callbacks import AdapterError, AttributionEngine, ForwardFunctionAdapter, ProbeSet
+from explain_callbacks.isolation import isolated_from_training
+
+from _tiny import bert_tokenizer, bpe_tokenizer, sentiment_data, tiny_model, train_briefly
+
+ARCHS = ["bert", "roberta", "xlm-roberta", "distilbert", "deberta-v2", "electra", "albert", "gpt2"]
+TEXTS = ["the zorblax movie was great !", "bad film", "this plot was very , very dull but the acting was fun"]
+
+
+@pytest.fixture(scope="module")
+def bert_tok(tmp_path_factory):
+    return bert_tokenizer(tmp_path_factory.mktemp("vocab"))
+
+
+@pytest.fixture(scope="module")
+def gpt_tok(tmp_path_factory):
+    return bpe_tokenizer(tmp_path_factory.mktemp("bpe"))
+
+
+def _tokenizer(arch, bert_tok, gpt_tok):
+    return gpt_tok if arch == "gpt2" else bert_tok
+
+
+def _captum_reference(engine, text, target, steps):
+    """Plain Captum LIG on one probe: same inputs, baseline, target and steps."""
+    adapter = engine.adapter
+    enc = adapter.encode(ProbeSet([text])[:1])
+    batch = adapter.batch(enc)
+    lig = LayerIntegratedGradients(adapter.forward, adapter.embedding_layer)
+    with isolated_from_training(adapter.model):
+        attr = lig.attribute(
+            batch.input_ids,
+            batch.baseline_ids,
+            target=target,
+            additional_forward_args=tuple(batch.forward_kwargs.values()),
+            n_steps=steps,
+            method="gausslegendre",
+        )
+    return attr.sum(-1)[0]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_each_architecture_matches_plain_captum(arch, bert_tok, gpt_tok):
+    tok = _tokenizer(arch, bert_tok, gpt_tok)
+    model = tiny_model(arch, tok)
+    engine = AttributionEngine(model, tok, n_steps=12, max_steps=12, target=1)
+    records = engine.attribute(ProbeSet(TEXTS))
+    assert [r.probe_id for r in records] == ["p0", "p1", "p2"]
+    for text, rec in zip(TEXTS, records):
+        ref = _captum_reference(engine, text, 1, 12)
+        assert torch.allclose(torch.tensor(rec.token_scores), ref, atol=1e-5, rtol=1e-4), arch
+        assert len(rec.tokens) == len(rec.token_scores) == ref.shape[0]
+        assert abs(sum(rec.word_scores) - sum(rec.token_scores[s] for s in range(len(rec.tokens)) if any(a <= s < b for a, b in rec.word_token_spans))) < 1e-5
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_completeness_with_enough_steps(arch, bert_tok, gpt_tok):
+    tok = _tokenizer(arch, bert_tok, gpt_tok)
+    model = tiny_model(arch, tok, seed=1)
+    engine = AttributionEngine(model, tok, n_steps=64, max_steps=64, target=0)
+    for rec in engine.attribute(ProbeSet(TEXTS)):
+        gap = rec.f_input - rec.f_baseline
+        assert abs(sum(rec.token_scores) - gap) <= 1e-3 * max(1.0, abs(gap))
+        assert rec.delta == pytest.approx(sum(rec.token_scores) - gap, abs=1e-6)
+
+
+def test_f_values_are_the_model_outputs(bert_tok):
+    model = tiny_model("bert", bert_tok)
+    engine = AttributionEngine(model, bert_tok, n_steps=8, max_steps=8, target=1)
+    rec = engine.attribute(ProbeSet(["great film"]))[0]
+    enc = bert_tok("great film", return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**enc).logits[0]
+    assert rec.f_input == pytest.approx(float(logits[1]), abs=1e-5)
+    assert rec.scores == pytest.approx(logits.tolist(), abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def trained_bert(bert_tok):
+    texts, labels = sentiment_data(400, seed=3)
+    model = tiny_model("bert", bert_tok, seed=3)
+    return train_briefly(model, bert_tok, texts, labels, steps=60)
+
+
+def test_adaptive_steps_bring_95_percent_under_tolerance(trained_bert, bert_tok):
+    texts, labels = sentiment_data(64, seed=11)
+    probes = ProbeSet([{"text": t, "label": y} for t, y in zip(texts, labels)])
+    fixed = AttributionEngine(trained_bert, bert_tok, n_steps=4, max_steps=4, method="riemann_right")
+    fixed_share = np.mean([r.converged for r in fixed.attribute(probes)])
+    adaptive = AttributionEngine(trained_bert, bert_tok, n_steps=4, max_steps=256, method="riemann_right")
+    records = adaptive.attribute(probes)
+    share = np.mean([r.rel_delta <= 0.05 for r in records])
+    assert share >= 0.95
+    assert fixed_share < share, "the coarse integral should leave some probes unconverged"
+    assert max(r.n_steps for r in records) > 4
+    redone = [r for r in records if r.n_steps > 4]
+    assert all(r.converged or r.n_steps == 256 for r in redone)
+
+
+def test_unconverged_probes_are_marked_not_hidden(trained_bert, bert_tok):
+    engine = AttributionEngine(trained_bert, bert_tok, n_steps=2, max_steps=2, method="riemann_left", rel_tolerance=0.001)
+    records = engine.attribute(ProbeSet(sentiment_data(16, seed=5)[0]))
+    assert any(not r.converged for r in records)
+    assert all(r.converged == (r.rel_delta <= 0.001 or abs(r.delta) <= 1e-4) for r in records)
+
+
+def test_batched_equals_alone(trained_bert, bert_tok):
+    engine = AttributionEngine(trained_bert, bert_tok, n_steps=16, max_steps=16, target=1, tokens_per_chunk=128)
+    texts = sentiment_data(12, seed=8)[0] + ["great"]
+    together = engine.attribute(ProbeSet(texts))
+    for text, rec in zip(texts, together):
+        alone = engine.attribute(ProbeSet([text]))[0]
+        assert np.allclose(alone.token_scores, rec.token_scores, atol=1e-5)
+
+
+def test_subwords_sum_into_words(bert_tok):
+    model = tiny_model("bert", bert_tok)
+    rec = AttributionEngine(model, bert_tok, n_steps=8, max_steps=8).attribute(ProbeSet(["the zorblax movie"]))[0]
+    assert rec.words == ["the", "zorblax", "movie"]
+    start, end = rec.word_token_spans[1]
+    assert rec.tokens[start:end] == ["zo", "##rb", "##la", "##x"]
+    assert rec.word_scores[1] == pytest.approx(sum(rec.token_scores[start:end]), abs=1e-6)
+    assert sum(abs(s) for s in rec.word_shares) == pytest.approx(1.0)
+
+
+def test_bpe_words_follow_the_text(gpt_tok):
+    model = tiny_model("gpt2", gpt_tok)
+    rec = AttributionEngine(model, gpt_tok, n_steps=8, max_steps=8).attribute(ProbeSet(["the zorblax movie"]))[0]
+    assert rec.words == ["the", "zorblax", "movie"]
+
+
+def test_text_pairs_keep_segments(bert_tok):
+    model = tiny_model("bert", bert_tok)
+    probes = ProbeSet([{"text": "great movie", "text_pair": "bad plot", "label": 1}])
+    rec = AttributionEngine(model, bert_tok, n_steps=8, max_steps=8).attribute(probes)[0]
+    assert rec.words == ["great", "movie", "bad", "plot"]
+    assert rec.word_segments == [0, 0, 1, 1]
+    assert rec.text_pair == "bad plot"
+
+
+def test_targets(bert_tok):
+    model = tiny_model("bert", bert_tok, num_labels=3, id2label={0: "neg", 1: "neu", 2: "pos"}, label2id={"neg": 0, "neu": 1, "pos": 2})
+    probes = ProbeSet([{"text": "great film", "label": "pos"}, {"text": "bad film"}])
+    gold = AttributionEngine(model, bert_tok, n_steps=4, max_steps=4).attribute(probes)
+    assert gold[0].target == 2 and gold[0].target_name == "pos"
+    predicted = gold[1].target
+    assert predicted == gold[1].prediction
+    every = AttributionEngine(model, bert_tok, n_steps=4, max_steps=4, target="all").attribute(probes)
+    assert [(r.probe_id, r.target) for r in every] == [(p, t) for p in ("p0", "p1") for t in range(3)]
+    named = AttributionEngine(model, bert_tok, n_steps=4, max_steps=4, target="neu").attribute(probes)
+    assert {r.target for r in named} == {1}
+
+
+def test_predicted_target_is_fixed_at_first_check(bert_tok):
+    model = tiny_model("bert", bert_tok)
+    engine = AttributionEngine(model, bert_tok, n_steps=4, max_steps=4, target="predicted")
+    probes = ProbeSet(["great film"])
+    first = engine.attribute(probes)[0]
+    with torch.no_grad():
+        model.classifier.bias.copy_(torch.tensor([10.0, -10.0]) if first.target == 1 else torch.tensor([-10.0, 10.0]))
+    second = engine.attribute(probes)[0]
+    assert second.prediction != first.target
+    assert second.target == first.target
+    restored = AttributionEngine(model, bert_tok, n_steps=4, max_steps=4, target="predicted")
+    restored.load_state_dict(engine.state_dict())
+    assert restored.attribute(probes)[0].target == first.target
+
+
+def test_multi_label_and_regression_heads(bert_tok):
+    multi = tiny_model("bert", bert_tok, num_labels=3, problem_type="multi_label_classification")
+    recs = AttributionEngine(multi, bert_tok, n_steps=8, max_steps=8).attribute(ProbeSet([{"text": "great film", "label": [0, 2]}]))
+    assert [r.target for r in recs] == [0, 2]
+    assert isinstance(recs[0].prediction, list)
+    reg = tiny_model("bert", bert_tok, num_labels=1)
+    rec = AttributionEngine(reg, bert_tok, n_steps=32, max_steps=32).attribute(ProbeSet(["great film"]))[0]
+    assert rec.target == 0 and isinstance(rec.prediction, float)
+    assert abs(rec.delta) < 1e-3
+
+
+def test_bad_input_is_refused_early(bert_tok):
+    model = tiny_model("bert", bert_tok)
+    with pytest.raises(ValueError, match="empty"):
+        ProbeSet([])
+    with pytest.raises(ValueError, match="whitespace"):
+        ProbeSet(["fine", "   "])
+    with pytest.raises(ValueError, match="must be a string"):
+        ProbeSet([{"text": 3}])
+    with pytest.raises(AdapterError, match="unknown class"):
+        AttributionEngine(model, bert_tok, target="positive")
+    engine = AttributionEngine(model, bert_tok)
+    with pytest.raises(AdapterError, match="unknown class 'positive'"):
+        engine.prepare([{"text": "great", "label": "positive"}])
+    with pytest.raises(AdapterError, match="no label"):
+        AttributionEngine(model, bert_tok, target="gold").prepare(["great"])
+    with pytest.raises(ValueError, match="max_steps"):
+        AttributionEngine(model, bert_tok, n_steps=16, max_steps=8)
+
+
+def test_too_long_text_is_truncated_and_flagged(bert_tok):
+    model = tiny_model("bert", bert_tok)
+    long_text = " ".join(["great"] * 200)
+    recs = AttributionEngine(model, bert_tok, n_steps=4, max_steps=4).attribute(ProbeSet([long_text, "bad"]))
+    assert recs[0].truncated and len(recs[0].tokens) == 64
+    assert not recs[1].truncated
+
+
+def test_model_without_embedding_layer_is_refused(bert_tok):
+    class NoEmbedding(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 2)
+
+        def forward(self, input_ids, attention_mask):
+            return self.linear(torch.nn.functional.one_hot(input_ids % 4, 4).float().mean(1))
+
+    with pytest.raises(AdapterError, match="no .config"):
+        AttributionEngine(NoEmbedding(), bert_tok)
+
+
+def test_forward_function_adapter(bert_tok):
+    class Bag(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.emb = torch.nn.Embedding(len(bert_tok), 8)
+            self.out = torch.nn.Linear(8, 2)
+
+        def forward(self, input_ids, attention_mask):
+            h = torch.tanh(self.emb(input_ids)) * attention_mask.unsqueeze(-1)
+            return self.out(h.sum(1) / attention_mask.sum(1, keepdim=True))
+
+    bag = Bag()
+    adapter = ForwardFunctionAdapter(bag.forward, bag.emb, bert_tok, label_names=["neg", "pos"])
+    rec = AttributionEngine(adapter, n_steps=64, max_steps=64, target="pos").attribute(ProbeSet(["great zorblax"]))[0]
+    assert rec.words == ["great", "zorblax"] and rec.target_name == "pos"
+    assert rec.rel_delta < 0.01
+
+
+def _train(model, tok, texts, labels, check_engine=None, steps=6):
+    torch.manual_seed(0)
+    random.seed(0)
+    np.random.seed(0)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for step in range(steps):
+        enc = tok(texts[step * 4 : step * 4 + 4], padding=True, return_tensors="pt")
+        loss = model(**enc, labels=torch.tensor(labels[step * 4 : step * 4 + 4])).loss
+        opt.zero_grad()
+        loss.backward()
+        if check_engine is not None and step == 2:  # grads live, mid-step, dropout on
+            with torch.inference_mode():
+                check_engine.attribute(ProbeSet(["great film", "bad zorblax"]))
+            with torch.no_grad():
+                check_engine.attribute(ProbeSet(["dull plot"]))
+        opt.step()
+    noise = (torch.rand(3), random.random(), np.random.rand())
+    return model, opt, noise
+
+
+def test_training_is_unchanged_bit_for_bit(bert_tok):
+    texts, labels = sentiment_data(24, seed=2)
+    plain, plain_opt, plain_noise = _train(tiny_model("bert", bert_tok, hidden_dropout_prob=0.3), bert_tok, texts, labels)
+    model = tiny_model("bert", bert_tok, hidden_dropout_prob=0.3)
+    engine = AttributionEngine(model, bert_tok, n_steps=8, max_steps=32)
+    checked, checked_opt, checked_noise = _train(model, bert_tok, texts, labels, check_engine=engine)
+    assert checked.training
+    for (name, a), b in zip(plain.named_parameters(), checked.parameters()):
+        assert torch.equal(a, b), name
+        assert torch.equal(a.grad, b.grad), name
+    for sa, sb in zip(plain_opt.state.values(), checked_opt.state.values()):
+        for key in sa:
+            assert torch.equal(torch.as_tensor(sa[key]), torch.as_tensor(sb[key]))
+    assert torch.equal(plain_noise[0], checked_noise[0])
+    assert plain_noise[1:] == checked_noise[1:]
+
+
+def test_modes_and_flags_restored(bert_tok):
+    model = tiny_model("bert", bert_tok)
+    model.train()
+    model.bert.embeddings.eval()  # a mixed state must come back exactly
+    before = {n: m.training for n, m in model.named_modules()}
+    model.classifier.weight.requires_grad_(False)
+    engine = AttributionEngine(model, bert_tok, n_steps=4, max_steps=4)
+    with torch.inference_mode():
+        engine.attribute(ProbeSet(["great"]))
+        assert torch.is_inference_mode_enabled()
+    assert {n: m.training for n, m in model.named_modules()} == before
+    assert not model.classifier.weight.requires_grad
+    assert all(p.grad is None for p in model.parameters())
