@@ -27,7 +27,7 @@ from collections import Counter, defaultdict
 from typing import Any, Iterable, Mapping, Sequence
 
 from .probes import ProbeSet
-from .records import Alert, ProbeAttribution, Snapshot
+from .records import Alert, ProbeAttribution, Snapshot, json_safe
 
 logger = logging.getLogger(__name__)
 
@@ -36,19 +36,6 @@ DEFAULT_SEVERITIES = {"watch_token": "warning", "invariance": "warning", "shortc
                       "convergence": "info"}
 SEVERITIES = ("info", "warning", "error")
 EVIDENCE_PROBES = 5  # probes listed in an alert's evidence
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats as ``None`` and numpy scalars as Python numbers."""
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def word_pattern(word: str) -> re.Pattern[str]:

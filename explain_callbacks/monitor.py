@@ -10,7 +10,6 @@ the result out to its sinks. Everything it needs to continue after a resume is i
 from __future__ import annotations
 
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -22,24 +21,13 @@ from .convergence import convergence_summary
 from .drift import DriftTracker
 from .engine import AttributionEngine
 from .probes import ProbeSet, as_probe_set
-from .records import SCHEMA_VERSION, SEVERITY_ORDER, CheckResult, ProbeAttribution, Snapshot
+from .records import SCHEMA_VERSION, SEVERITY_ORDER, CheckResult, ProbeAttribution, Snapshot, json_safe
 from .shortcuts import ShortcutDiscovery
 from .sinks.base import RunInfo, Sink
 
 log = logging.getLogger(__name__)
 
 FAIL_ON = ("never", "warning", "error")
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities become ``None`` so every reader gets strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 class AttributionAlertError(RuntimeError):
@@ -270,7 +258,7 @@ class AttributionMonitor:
     # ----------------------------------------------------------------- results
     def summary(self) -> dict[str, Any]:
         """The content of ``summary.json`` (strict JSON: undefined figures are ``null``)."""
-        return _json_safe({
+        return json_safe({
             "schema_version": SCHEMA_VERSION,
             "run_name": self.run_name,
             "status": "finished" if self._finished else "running",
@@ -335,7 +323,6 @@ class AttributionMonitor:
             "engine": self.engine.state_dict(),
             "tracker": self.tracker.state_dict(),
             "rules": self.rules.state_dict(),
-            "discovery": self.discovery.state_dict(),
             "checks": list(self._checks),
             "candidates": list(self._candidates),
             "failed_checks": list(self._failed_checks),
@@ -353,8 +340,6 @@ class AttributionMonitor:
         self.engine.load_state_dict(state.get("engine", {}))
         self.tracker.load_state_dict(state.get("tracker", {}))
         self.rules.load_state_dict(state.get("rules", {}))
-        if "discovery" in state:
-            self.discovery.load_state_dict(state["discovery"])
         self._checks = list(state.get("checks", []))
         self._candidates = list(state.get("candidates", []))
         self._failed_checks = list(state.get("failed_checks", []))

@@ -7,10 +7,25 @@ directory, a checkpoint and a DDP gather all carry the same thing.
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 SCHEMA_VERSION = 1
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats as ``None`` and numpy scalars as Python numbers."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _from_dict(cls, data: dict[str, Any]):
