@@ -1,0 +1,343 @@
+"""Hugging Face ``Trainer`` integration: ``AttributionDriftCallback``.
+
+Add it like any ``TrainerCallback``: ``Trainer(..., callbacks=[cb])`` or ``trainer.add_callback(cb)``.
+At ``on_train_begin`` it binds an ``AttributionMonitor`` to the Trainer's model (unwrapped from
+DDP) and tokenizer (``tokenizer=``, else the Trainer's ``processing_class``), samples probes from
+the Trainer's eval (else train) dataset when none were given, and adds the Trainer's loggers:
+the ``tb_writer`` of its ``TensorBoardCallback`` and the active ``wandb.run`` when ``report_to``
+names them. Checks run at ``on_evaluate`` or ``on_epoch_end`` (``run_on``) on every rank; rank
+zero logs. ``on_train_end`` finishes the run and raises ``AttributionAlertError`` if ``fail_on``
+says so, so ``trainer.train()`` raises after training.
+
+Hugging Face hands callbacks no reference to the Trainer. The callback finds the Trainer whose
+callback handler is calling it a few frames up the stack (no ``gc`` scan); ``cb.attach(trainer)``
+names it explicitly instead.
+
+Resume: the callback is an ``ExportableState``, so the monitor's ``state_dict()`` is saved in each
+checkpoint's ``trainer_state.json`` and read back at ``on_train_begin`` of a resumed run; drift
+history and alerts continue, whatever ``restore_callback_states_from_checkpoint`` says. When it
+is ``True``, Hugging Face replaces the callback with one rebuilt from its JSON-able options, so
+options JSON cannot hold (sinks, a tokenizer object, custom ``rules``) are lost for the resumed
+run; a warning names them. Leave it ``False`` to keep them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from explain_callbacks.monitor import AttributionMonitor
+from explain_callbacks.options import MonitorOptions
+from explain_callbacks.probes import ProbeError, ProbeSet
+from explain_callbacks.records import SEVERITY_ORDER
+
+try:  # transformers >= 4.41
+    from transformers.trainer_callback import ExportableState
+except ImportError:  # pragma: no cover - older transformers: no checkpointed callback state
+    ExportableState = object  # type: ignore[misc,assignment]
+
+log = logging.getLogger(__name__)
+
+RUN_ON = ("evaluate", "epoch_end")
+WANDB_STEP_KEY = "train/global_step"
+
+
+class AttributionDriftCallback(TrainerCallback, ExportableState):
+    """Attribution checks on a fixed probe set while a Hugging Face ``Trainer`` trains.
+
+    Args:
+        probes: texts, dicts, a probe file or a ``ProbeSet``; ``None`` samples
+            ``probe_sample_size`` probes (seeded, stratified) from the Trainer's eval dataset, else
+            its train dataset, reading columns ``text_key`` / ``text_pair_key`` / ``label_key``.
+        tokenizer: the model's fast tokenizer; default: the Trainer's ``processing_class``.
+        every_n_epochs, every_n_steps: the schedule. A check runs at the first ``run_on`` event
+            after each boundary (epoch ``n``, ``2n``, ... or step ``n``, ``2n``, ...).
+        run_on: ``"evaluate"`` (needs an ``eval_strategy``) or ``"epoch_end"``.
+        stop_on_alert: stop training when a new alert reaches ``fail_on`` (``"warning"`` when
+            ``fail_on="never"``).
+        tensorboard: also write TensorBoard events to ``<run dir>/tensorboard``, e.g. with
+            ``report_to="none"``. The Trainer's own TensorBoard writer is used whenever
+            ``report_to`` includes ``"tensorboard"``.
+        n_steps, top_k, watch_tokens, run_dir, fail_on, sinks, **monitor_options: see
+            ``MonitorOptions``.
+    """
+
+    def __init__(
+        self,
+        probes: Any = None,
+        *,
+        tokenizer: Any = None,
+        every_n_epochs: int | None = 1,
+        every_n_steps: int | None = None,
+        run_on: str = "evaluate",
+        n_steps: int = 16,
+        top_k: int = 10,
+        watch_tokens: Any = (),
+        run_dir: Any = "explain_runs",
+        fail_on: str = "never",
+        sinks: Any = (),
+        stop_on_alert: bool = False,
+        probe_sample_size: int = 32,
+        text_key: str = "text",
+        text_pair_key: str | None = None,
+        label_key: str | None = "label",
+        tensorboard: bool = False,
+        **monitor_options: Any,
+    ):
+        if run_on not in RUN_ON:
+            raise ValueError(f"run_on must be one of {RUN_ON}, got {run_on!r}.")
+        if isinstance(probe_sample_size, bool) or not isinstance(probe_sample_size, int) or probe_sample_size < 1:
+            raise ValueError(f"probe_sample_size must be a positive int, got {probe_sample_size!r}.")
+        if tensorboard and run_dir is None:
+            raise ValueError(
+                "tensorboard=True writes under the run directory, but run_dir=None; set run_dir or pass "
+                "sinks=[TensorBoardSink(log_dir=...)]."
+            )
+        self.options = MonitorOptions(
+            probes=probes, every_n_epochs=every_n_epochs, every_n_steps=every_n_steps, n_steps=n_steps,
+            top_k=top_k, watch_tokens=watch_tokens, run_dir=run_dir, fail_on=fail_on, sinks=sinks,
+            **monitor_options,
+        )
+        self.tokenizer = tokenizer
+        self.run_on = run_on
+        self.stop_on_alert = bool(stop_on_alert)
+        self.sampling = {"n": probe_sample_size, "text_key": text_key, "text_pair_key": text_pair_key,
+                         "label_key": label_key}
+        self.tensorboard = bool(tensorboard)
+        self._init_args = {
+            "probes": None if self.options.probes is None else [p.to_dict() for p in self.options.probes],
+            "tokenizer": tokenizer, "every_n_epochs": every_n_epochs, "every_n_steps": every_n_steps,
+            "run_on": run_on, "n_steps": n_steps, "top_k": top_k, "watch_tokens": list(watch_tokens),
+            "run_dir": None if run_dir is None else str(run_dir), "fail_on": fail_on, "sinks": list(sinks),
+            "stop_on_alert": stop_on_alert, "probe_sample_size": probe_sample_size, "text_key": text_key,
+            "text_pair_key": text_pair_key, "label_key": label_key, "tensorboard": tensorboard, **monitor_options,
+        }
+        self.monitor: AttributionMonitor | None = None
+        # The attributes below ride in trainer_state.json (see ``state``).
+        self.resume_state: dict[str, Any] | None = None
+        self.last_check_boundary: int | None = None
+        self.rebuilt_without: list[str] = []
+        self._trainer: weakref.ref | None = None
+        self._training = False
+
+    # ---------------------------------------------------------------- set-up
+    def attach(self, trainer: Any) -> "AttributionDriftCallback":
+        """Add this callback to ``trainer`` and remember the Trainer (instead of finding it)."""
+        trainer.add_callback(self)
+        self._trainer = weakref.ref(trainer)
+        return self
+
+    @property
+    def run_path(self):
+        """The run directory of the current (or last) run; ``None`` before training."""
+        return self.monitor.run_path if self.monitor is not None else None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        trainer = self._trainer() if self._trainer is not None else _calling_trainer(self)
+        if self.rebuilt_without:
+            log.warning(
+                "restore_callback_states_from_checkpoint=True rebuilt AttributionDriftCallback from its JSON "
+                "options; %s could not be stored and are not used in this run. Leave that flag False to keep "
+                "them (the callback restores its own state either way).",
+                ", ".join(self.rebuilt_without),
+            )
+        strategy = getattr(args, "eval_strategy", "no")
+        if self.run_on == "evaluate" and getattr(strategy, "value", strategy) == "no":
+            raise ValueError(
+                "AttributionDriftCallback(run_on='evaluate') but the Trainer never evaluates "
+                "(eval_strategy='no'); set eval_strategy='epoch' or 'steps', or run_on='epoch_end'."
+            )
+        model = kwargs["model"]
+        model = getattr(model, "module", model)  # DDP's wrapper: attribute the module it trains
+        probes = None if self.options.probes is not None else self._sample_probes(trainer, kwargs)
+        self.monitor = self.options.build_monitor(model, self._find_tokenizer(trainer, kwargs), probes)
+        stored = _stored_state(state, type(self).__name__) if state.global_step > 0 else {}
+        if stored.get("resume_state"):
+            self.monitor.load_state_dict(stored["resume_state"])
+        boundary = stored.get("last_check_boundary")
+        self.last_check_boundary = boundary if boundary is not None else self._boundary(state)
+        if state.is_world_process_zero:
+            self._add_trainer_sinks(args, trainer)
+        self.monitor.setup()
+        self._training = True
+        if state.is_world_process_zero and self.run_path is not None:
+            log.info("attribution checks write to %s", self.run_path)
+
+    def _find_tokenizer(self, trainer: Any, kwargs: dict[str, Any]) -> Any:
+        candidates = (self.tokenizer, kwargs.get("processing_class"), kwargs.get("tokenizer"),
+                      getattr(trainer, "processing_class", None))
+        found = next((c for c in candidates if c is not None), None)
+        if found is not None and not hasattr(found, "is_fast") and hasattr(found, "tokenizer"):
+            found = found.tokenizer  # a multimodal processor wraps its tokenizer
+        if found is None:
+            raise ValueError(
+                "AttributionDriftCallback found no tokenizer: pass tokenizer=..., or give the Trainer "
+                "processing_class=tokenizer."
+            )
+        return found
+
+    def _sample_probes(self, trainer: Any, kwargs: dict[str, Any]) -> ProbeSet:
+        if trainer is not None and trainer.eval_dataset is not None:
+            dataset, where = trainer.eval_dataset, "eval_dataset"
+            if isinstance(dataset, Mapping):
+                where, dataset = f"eval_dataset[{next(iter(dataset))!r}]", next(iter(dataset.values()))
+        elif trainer is not None:
+            dataset, where = trainer.train_dataset, "train_dataset"
+        else:
+            dataset, where = getattr(kwargs.get("train_dataloader"), "dataset", None), "training dataloader's dataset"
+        text_key = self.sampling["text_key"]
+        advice = (
+            f"pass probes=[...] (e.g. ProbeSet.sample(raw_dataset, ...)), name the column with text_key=, or keep "
+            f"the raw {text_key!r} column in the dataset given to the Trainer (tokenize with map() without "
+            f"remove_columns=[{text_key!r}]; with remove_unused_columns=True the Trainer drops it before the model)"
+        )
+        if dataset is None or not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+            raise ProbeError(f"AttributionDriftCallback cannot sample probes from the Trainer's {where} "
+                             f"({type(dataset).__name__}, not an indexable dataset): {advice}.")
+        columns = getattr(dataset, "column_names", None)
+        if columns is None and len(dataset) and isinstance(dataset[0], Mapping):
+            columns = list(dataset[0])
+        if columns is not None and text_key not in columns:
+            raise ProbeError(f"AttributionDriftCallback cannot sample probes: the Trainer's {where} has no "
+                             f"{text_key!r} column (columns: {sorted(columns)}); {advice}.")
+        keys = [k for k in (text_key, self.sampling["text_pair_key"], self.sampling["label_key"]) if k]
+        if callable(getattr(dataset, "select_columns", None)) and columns is not None:
+            dataset = dataset.select_columns([k for k in keys if k in columns])  # skip decoding token columns
+        return ProbeSet.sample(dataset, self.sampling["n"], text_key=text_key, label_key=self.sampling["label_key"],
+                               text_pair_key=self.sampling["text_pair_key"])
+
+    def _add_trainer_sinks(self, args: Any, trainer: Any) -> None:
+        report_to = [args.report_to] if isinstance(args.report_to, str) else list(args.report_to or [])
+        if "tensorboard" in report_to:
+            writer = _trainer_tb_writer(trainer)
+            if writer is None:
+                log.warning("report_to includes tensorboard, but the Trainer's TensorBoard writer was not found; "
+                            "use cb.attach(trainer) or tensorboard=True.")
+            else:
+                from explain_callbacks.sinks.tensorboard import TensorBoardSink
+
+                self.monitor.add_sink(TensorBoardSink(writer=writer))
+        if "wandb" in report_to:
+            wandb = sys.modules.get("wandb")
+            if wandb is not None and wandb.run is not None:
+                from explain_callbacks.sinks.wandb import WandbSink
+
+                self.monitor.add_sink(WandbSink(run=wandb.run, step_key=WANDB_STEP_KEY))
+            else:
+                log.warning("report_to includes wandb, but no W&B run is active; attribution checks skip W&B.")
+        if self.tensorboard:
+            from explain_callbacks.sinks.tensorboard import TensorBoardSink
+
+            self.monitor.add_sink(TensorBoardSink(log_dir=self.monitor.run_path / "tensorboard"))
+
+    # ---------------------------------------------------------------- checks
+    def _boundary(self, state: Any) -> int:
+        """How many schedule boundaries (every n steps or n epochs) training has passed."""
+        schedule = self.options.schedule
+        if schedule.every_n_steps is not None:
+            return state.global_step // schedule.every_n_steps
+        return math.floor((state.epoch or 0.0) + 1e-6) // schedule.every_n_epochs
+
+    def _maybe_check(self, state: Any, control: Any) -> None:
+        if self.monitor is None or not self._training:
+            return  # trainer.evaluate() outside train(): nothing is training
+        boundary = self._boundary(state)
+        if boundary <= self.last_check_boundary:
+            return
+        self.last_check_boundary = boundary
+        epoch = max(0, math.ceil((state.epoch or 0.0) - 1e-6) - 1)  # the epoch the check falls in, from 0
+        result = self.monitor.check(step=state.global_step, epoch=epoch)
+        if not self.stop_on_alert:
+            return
+        threshold = SEVERITY_ORDER["warning" if self.options.fail_on == "never" else self.options.fail_on]
+        stop = result is not None and any(SEVERITY_ORDER.get(a.severity, 0) >= threshold for a in result.new_alerts)
+        if _agree_with_rank_zero(stop):
+            log.warning("attribution alert at step %d: stopping training (stop_on_alert=True).", state.global_step)
+            control.should_training_stop = True
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if self.run_on == "evaluate":
+            self._maybe_check(state, control)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.run_on == "epoch_end":
+            self._maybe_check(state, control)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.monitor is None or not self._training:
+            return
+        self._training = False
+        self.monitor.finish()  # raises AttributionAlertError when fail_on is met
+        if state.is_world_process_zero and self.run_path is not None:
+            log.info("attribution report: %s", self.run_path / "report.html")
+
+    # ------------------------------------------------------------ checkpoint
+    def state(self) -> dict[str, Any]:
+        """What ``trainer_state.json`` keeps: JSON-able options, the monitor's state, the schedule."""
+        json_args, dropped = {}, []
+        for name, value in self._init_args.items():
+            if name in ("tokenizer", "sinks") and not value:
+                continue
+            try:
+                json.dumps(value)
+                json_args[name] = value
+            except (TypeError, ValueError):
+                dropped.append(name)
+        return {
+            "args": json_args,
+            "attributes": {
+                "resume_state": self.monitor.state_dict() if self.monitor is not None else self.resume_state,
+                "last_check_boundary": self.last_check_boundary,
+                "rebuilt_without": dropped,
+            },
+        }
+
+
+def _stored_state(state: Any, name: str) -> dict[str, Any]:
+    """This callback's attributes in a resumed ``TrainerState`` (the first, if several were saved)."""
+    stored = (getattr(state, "stateful_callbacks", None) or {}).get(name) or {}
+    if isinstance(stored, list):
+        stored = stored[0] if stored else {}
+    return dict(stored.get("attributes") or {})
+
+
+def _calling_trainer(callback: Any) -> Any:
+    """The Trainer whose callback handler is calling ``callback`` now, found up the call stack."""
+    frame = sys._getframe(1)
+    for _ in range(12):
+        if frame is None:
+            return None
+        owner = frame.f_locals.get("self")
+        handler = getattr(owner, "callback_handler", None)
+        if handler is not None and any(cb is callback for cb in getattr(handler, "callbacks", ())):
+            return owner
+        frame = frame.f_back
+    return None
+
+
+def _trainer_tb_writer(trainer: Any) -> Any:
+    from transformers.integrations import TensorBoardCallback
+
+    handler = getattr(trainer, "callback_handler", None)
+    for cb in getattr(handler, "callbacks", ()):
+        if isinstance(cb, TensorBoardCallback) and cb.tb_writer is not None:
+            return cb.tb_writer
+    return None
+
+
+def _agree_with_rank_zero(flag: bool) -> bool:
+    """Rank zero's ``flag`` on every rank, so that all ranks stop together."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        box = [flag]
+        dist.broadcast_object_list(box, src=0)
+        return bool(box[0])
+    return flag

@@ -1,0 +1,25 @@
+"""Run under ``torchrun --nproc_per_node 2``: a CPU DDP Trainer run with the callback.
+
+Usage: ``python -m torch.distributed.run --nproc_per_node 2 _trainer_ddp_job.py TMP_DIR``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from _tiny_trainer import make_trainer
+
+from explain_callbacks.integrations.transformers import AttributionDriftCallback
+
+
+def main(tmp: Path) -> None:
+    cb = AttributionDriftCallback(run_dir=tmp / "runs", run_name="ddp", probe_sample_size=6, n_steps=4, max_steps=4)
+    trainer = make_trainer(tmp, [cb], ddp_backend="gloo")
+    trainer.train()
+    if trainer.is_world_process_zero():
+        print("RUN_PATH", cb.run_path, flush=True)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
