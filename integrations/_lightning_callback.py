@@ -1,0 +1,343 @@
+"""The Lightning callback, written once for both Lightning namespaces.
+
+``lightning.pytorch`` and ``pytorch_lightning`` ship separate ``Callback`` classes that must not
+mix, so this module imports neither: :func:`build_callback_class` takes the namespace module and
+returns a ``Callback`` subclass for it. ``explain_callbacks.integrations.lightning`` and
+``explain_callbacks.integrations.pytorch_lightning`` each call it with their own namespace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from explain_callbacks.adapters import ForwardFunctionAdapter, HuggingFaceAdapter, ModelAdapter
+from explain_callbacks.isolation import isolated_from_training
+from explain_callbacks.monitor import AttributionMonitor
+from explain_callbacks.options import MonitorOptions
+from explain_callbacks.probes import ProbeError, ProbeSet
+from explain_callbacks.records import CheckResult
+from explain_callbacks.sinks.base import RunInfo, Sink
+
+log = logging.getLogger(__name__)
+
+REFUSED_STRATEGIES = ("FSDP", "DeepSpeed")
+
+
+class LoggerSink:
+    """Sends each check's ``attribution/*`` scalars through a Lightning logger (CSV, MLflow, ...)."""
+
+    def __init__(self, logger: Any):
+        self.logger = logger
+
+    def start(self, run: RunInfo) -> None:
+        pass
+
+    def log_check(self, result: CheckResult, summary: dict[str, Any]) -> None:
+        self.logger.log_metrics(result.scalars(), step=result.snapshot.step)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        self.logger.save()
+
+
+def is_hf_model(obj: Any) -> bool:
+    """A ``PreTrainedModel`` by duck type: a module with ``.config`` and ``get_input_embeddings``."""
+    return (
+        isinstance(obj, nn.Module)
+        and getattr(obj, "config", None) is not None
+        and callable(getattr(obj, "get_input_embeddings", None))
+    )
+
+
+def resolve_attr(root: nn.Module, path: str, option: str) -> Any:
+    obj: Any = root
+    for part in path.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"{option}={path!r}: {type(root).__name__} has no attribute {path!r}.")
+        obj = getattr(obj, part)
+    return obj
+
+
+def find_hf_model(pl_module: nn.Module, model_attr: str | None) -> nn.Module:
+    """The classifier to attribute: ``model_attr``, the module itself, or its one HF child."""
+    if model_attr is not None:
+        model = resolve_attr(pl_module, model_attr, "model_attr")
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model_attr={model_attr!r} is a {type(model).__name__}, not an nn.Module.")
+        return model
+    if is_hf_model(pl_module):
+        return pl_module
+    names = [name for name, child in pl_module.named_children() if is_hf_model(child)]
+    if len(names) == 1:
+        return getattr(pl_module, names[0])
+    module = type(pl_module).__name__
+    if not names:
+        raise ValueError(
+            f"no Hugging Face model found among the attributes of {module}. Name it with "
+            "model_attr='...', or for a custom model pass forward_fn= and embedding_layer=."
+        )
+    raise ValueError(
+        f"{module} holds several Hugging Face models ({', '.join(names)}); name the classifier "
+        f"to attribute with model_attr=, e.g. model_attr={names[0]!r}."
+    )
+
+
+def refuse_sharded_strategy(strategy: Any) -> None:
+    names = [cls.__name__ for cls in type(strategy).__mro__]
+    if any(word in name for name in names for word in REFUSED_STRATEGIES):
+        raise ValueError(
+            f"AttributionDriftCallback does not support {type(strategy).__name__}: it shards the "
+            "parameters across ranks, so a check cannot run the whole model on one rank. Use "
+            "strategy='ddp' (or a single device), or attribute a saved checkpoint after training."
+        )
+
+
+def validation_dataset(pl: Any, trainer: Any) -> Any:
+    """The dataset behind the (first) validation dataloader, or ``None``."""
+    loaders = trainer.val_dataloaders
+    datamodule = trainer.datamodule
+    overridden = pl.utilities.model_helpers.is_overridden
+    if loaders is None and datamodule is not None and overridden("val_dataloader", datamodule):
+        loaders = datamodule.val_dataloader()  # not loaded yet when validation skips the first epoch
+    if isinstance(loaders, dict):
+        loaders = next(iter(loaders.values()), None)
+    if isinstance(loaders, (list, tuple)):
+        loaders = loaders[0] if loaders else None
+    return getattr(loaders, "dataset", None)
+
+
+def infer_label_names(adapter: ForwardFunctionAdapter, probes: ProbeSet) -> None:
+    """A custom model's class count, read from one forward pass on the first probe."""
+    batch = adapter.batch(adapter.encode([probes[0]]))
+    with isolated_from_training(adapter.model), torch.no_grad():
+        scores = adapter.forward(batch.input_ids, *batch.forward_kwargs.values())
+    adapter.infer_label_names(int(scores.shape[-1]))
+
+
+def default_run_name(trainer: Any) -> str:
+    """The first logger's name and version (``lightning_logs_version_3``), else a timestamp."""
+    for logger in trainer.loggers:
+        version = getattr(logger, "version", None)
+        if version is not None:
+            version = version if isinstance(version, str) else f"version_{version}"
+            return "_".join(str(p) for p in (getattr(logger, "name", None), version) if p)
+    return time.strftime("lightning-%Y%m%d-%H%M%S")
+
+
+class AttributionDriftLogic:
+    """Watch what a Hugging Face (or custom) text classifier learns while Lightning trains it.
+
+    Every ``every_n_epochs`` epochs (at the end of the epoch's validation, or of the training
+    epoch when there is none) or every ``every_n_steps`` optimizer steps, runs Layer Integrated
+    Gradients on a fixed probe set and reports drift, convergence and alerts to the run
+    directory and to the trainer's loggers (TensorBoard, W&B, or ``log_metrics`` for others).
+
+    Args:
+        tokenizer: the model's fast tokenizer.
+        probes: a ``ProbeSet``, list or probe file; by default ``probe_sample_size`` probes are
+            sampled (seeded, stratified by ``label_key``) from the validation dataset's
+            ``text_key`` column, and a resumed checkpoint reuses its probes.
+        model_attr: the attribute holding the classifier, when the LightningModule is not a
+            ``PreTrainedModel`` and holds no single one.
+        forward_fn, embedding_layer, label_names: a custom model: ``forward_fn(input_ids,
+            attention_mask) -> logits`` and its token embedding module (either may be given as
+            an attribute name of the LightningModule).
+        fail_on: ``"warning"`` or ``"error"`` raise ``AttributionAlertError`` at the end of fit.
+        monitor_options: more ``MonitorOptions`` fields (``rules``, ``run_name``, ``max_steps``, ...).
+
+    FSDP and DeepSpeed are refused at setup; under DDP every rank attributes its share of
+    the probes and rank zero logs once.
+    """
+
+    _pl: Any = None  # the Lightning namespace module, set on the built class
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        probes: Any = None,
+        *,
+        every_n_epochs: int | None = 1,
+        every_n_steps: int | None = None,
+        model_attr: str | None = None,
+        forward_fn: Callable[..., torch.Tensor] | str | None = None,
+        embedding_layer: nn.Module | str | None = None,
+        label_names: Sequence[str] | None = None,
+        n_steps: int = 16,
+        top_k: int = 10,
+        watch_tokens: Sequence[str] = (),
+        run_dir: Any = "explain_runs",
+        fail_on: str = "never",
+        sinks: Sequence[Sink] = (),
+        probe_sample_size: int = 32,
+        text_key: str = "text",
+        label_key: str | None = "label",
+        **monitor_options: Any,
+    ):
+        super().__init__()
+        if tokenizer is None:
+            raise ValueError("tokenizer is required: pass the model's fast tokenizer.")
+        if forward_fn is not None and embedding_layer is None:
+            raise ValueError("forward_fn= needs embedding_layer= (the module whose output is the token embeddings).")
+        if forward_fn is not None and model_attr is not None:
+            raise ValueError("give model_attr= (a Hugging Face model) or forward_fn= (a custom model), not both.")
+        if isinstance(probe_sample_size, bool) or not isinstance(probe_sample_size, int) or probe_sample_size < 1:
+            raise ValueError(f"probe_sample_size must be a positive int, got {probe_sample_size!r}.")
+        self.options = MonitorOptions(
+            probes=probes, every_n_epochs=every_n_epochs, every_n_steps=every_n_steps, n_steps=n_steps,
+            top_k=top_k, watch_tokens=watch_tokens, run_dir=run_dir, fail_on=fail_on, sinks=tuple(sinks),
+            **monitor_options,
+        )
+        self.tokenizer = tokenizer
+        self.model_attr, self.forward_fn, self.embedding_layer = model_attr, forward_fn, embedding_layer
+        self.label_names = label_names
+        self.probe_sample_size, self.text_key, self.label_key = probe_sample_size, text_key, label_key
+        self.monitor: AttributionMonitor | None = None
+        self._adapter: ModelAdapter | None = None
+        self._pending_state: dict[str, Any] | None = None
+        self._last_epoch: int | None = None
+        self._last_step: int | None = None
+
+    @property
+    def state_key(self) -> str:
+        name = self.options.run_name
+        return self._generate_state_key(run=name) if name else type(self).__qualname__
+
+    # ----------------------------------------------------------------- set-up
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage != "fit":
+            return
+        refuse_sharded_strategy(trainer.strategy)
+        if self.monitor is not None and self._pending_state is None:
+            self._pending_state = self.state_dict()  # a second fit() continues the same history
+        self.monitor = None
+        self._last_epoch = self._last_step = None
+        self._adapter = self._build_adapter(pl_module)
+
+    def _build_adapter(self, pl_module: nn.Module) -> ModelAdapter:
+        extra = dict(self.options.adapter_options)
+        layer = self.embedding_layer
+        if isinstance(layer, str):
+            layer = resolve_attr(pl_module, layer, "embedding_layer")
+        if self.forward_fn is not None:
+            fn = self.forward_fn
+            if isinstance(fn, str):
+                fn = resolve_attr(pl_module, fn, "forward_fn")
+            return ForwardFunctionAdapter(
+                fn, layer, self.tokenizer, model=pl_module, label_names=self.label_names, **extra
+            )
+        if layer is not None:
+            extra["embedding_layer"] = layer
+        return HuggingFaceAdapter(find_hf_model(pl_module, self.model_attr), self.tokenizer, **extra)
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        """Build the monitor: dataloaders and a restored checkpoint are known by now."""
+        if self._adapter is None:
+            raise RuntimeError("AttributionDriftCallback.setup() did not run for this fit.")
+        state, self._pending_state = self._pending_state, None
+        probes = self.options.probes
+        if probes is None and state and state.get("probes"):
+            probes = ProbeSet(state["probes"])
+        if probes is None:
+            probes = self._sample_probes(trainer)
+        if isinstance(self._adapter, ForwardFunctionAdapter) and self.label_names is None:
+            infer_label_names(self._adapter, probes)
+        options = dataclasses.replace(
+            self.options, adapter_options={}, run_name=self.options.run_name or default_run_name(trainer)
+        )
+        monitor = options.build_monitor(self._adapter, probes=probes)
+        if state:
+            monitor.load_state_dict(state)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                monitor.add_sink(self._logger_sink(logger))
+        monitor.setup()
+        self.monitor = monitor
+
+    def _sample_probes(self, trainer: Any) -> ProbeSet:
+        dataset = validation_dataset(self._pl, trainer)
+        if dataset is None:
+            raise ValueError(
+                "no probes: pass probes= to AttributionDriftCallback, or give the trainer a "
+                "validation dataloader whose dataset has a text column to sample them from."
+            )
+        try:
+            return ProbeSet.sample(
+                dataset, n=self.probe_sample_size, text_key=self.text_key, label_key=self.label_key, seed=0
+            )
+        except ProbeError as err:
+            raise ProbeError(f"sampling probes from the validation dataset: {err} Or pass probes=.") from None
+
+    def _logger_sink(self, logger: Any) -> Sink:
+        loggers = self._pl.loggers
+        if isinstance(logger, loggers.TensorBoardLogger):
+            from explain_callbacks.sinks.tensorboard import TensorBoardSink
+
+            return TensorBoardSink(writer=logger.experiment)
+        if isinstance(logger, loggers.WandbLogger):
+            from explain_callbacks.sinks.wandb import WandbSink
+
+            return WandbSink(run=logger.experiment, step_key="trainer/global_step")
+        return LoggerSink(logger)
+
+    # ----------------------------------------------------------------- checks
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        # mid-epoch validation (val_check_interval < 1) leaves the check to the epoch's end
+        if trainer.sanity_checking or trainer.state.fn != "fit" or not trainer.is_last_batch:
+            return
+        self._check_epoch(trainer)
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self._check_epoch(trainer)  # epochs without validation
+
+    def _check_epoch(self, trainer: Any) -> None:
+        epoch = trainer.current_epoch
+        if self.monitor is None or epoch == self._last_epoch or not self.options.schedule.due_at_epoch_end(epoch):
+            return
+        self._last_epoch = epoch
+        self.monitor.check(step=trainer.global_step, epoch=epoch)
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step  # repeats across accumulated batches: check once per step
+        if self.monitor is None or step == self._last_step or not self.options.schedule.due_at_step(step):
+            return
+        self._last_step = step
+        self.monitor.check(step=step, epoch=trainer.current_epoch)
+
+    # ------------------------------------------------------------------ end
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        """Flush the sinks and render the report; raises ``AttributionAlertError`` per ``fail_on``."""
+        if self.monitor is not None:
+            self.monitor.finish()
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        # finish() broadcasts under torch.distributed, which can hang when one rank failed;
+        # there the checks already on disk stay as they are.
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if self.monitor is not None and not (distributed and torch.distributed.get_world_size() > 1):
+            self.monitor.finish(raise_on_alert=False)
+
+    # ------------------------------------------------------------- checkpoint
+    def state_dict(self) -> dict[str, Any]:
+        if self.monitor is None:
+            return dict(self._pending_state or {})
+        return {**self.monitor.state_dict(), "probes": [p.to_dict() for p in self.monitor.probes]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep the state until the monitor is built (``on_train_start``) and apply it there."""
+        if self.monitor is not None:
+            self.monitor.load_state_dict(state_dict)
+        else:
+            self._pending_state = dict(state_dict)
+
+
+def build_callback_class(pl: Any, module: str = __name__) -> type:
+    """``AttributionDriftCallback`` for the Lightning namespace ``pl`` (``lightning.pytorch`` or
+    ``pytorch_lightning``), subclassing that namespace's ``Callback`` only; ``module`` is the
+    module that exposes it (so it pickles and prints by that name)."""
+    namespace = {"_pl": pl, "__doc__": AttributionDriftLogic.__doc__, "__module__": module}
+    return type("AttributionDriftCallback", (AttributionDriftLogic, pl.Callback), namespace)

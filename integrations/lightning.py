@@ -1,0 +1,20 @@
+"""``AttributionDriftCallback`` for ``lightning.pytorch`` (the ``lightning`` package).
+
+For the older ``pytorch_lightning`` package use
+``explain_callbacks.integrations.pytorch_lightning``; the two namespaces' classes do not mix.
+"""
+
+from __future__ import annotations
+
+try:
+    import lightning.pytorch as pl
+except ImportError as err:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        'explain_callbacks.integrations.lightning needs lightning: pip install "explain-callbacks[lightning]"'
+    ) from err
+
+from ._lightning_callback import LoggerSink, build_callback_class
+
+AttributionDriftCallback = build_callback_class(pl, __name__)
+
+__all__ = ["AttributionDriftCallback", "LoggerSink"]
