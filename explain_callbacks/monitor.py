@@ -205,9 +205,16 @@ class AttributionMonitor:
         rank, world = _distributed()
         if world == 1:
             return self.engine.attribute(self.probes)
-        local = self.engine.attribute(self.probes.shard(rank, world))
+        try:  # every rank must reach the gather, so a local failure travels as a message
+            local: Any = [a.to_dict() for a in self.engine.attribute(self.probes.shard(rank, world))]
+        except Exception as err:
+            log.exception("attribution failed on rank %s.", rank)
+            local = f"rank {rank}: {type(err).__name__}: {err}"
         gathered: list[Any] = [None] * world
-        torch.distributed.all_gather_object(gathered, [a.to_dict() for a in local])
+        torch.distributed.all_gather_object(gathered, local)
+        errors = [part for part in gathered if isinstance(part, str)]
+        if errors:
+            raise RuntimeError("attribution failed on " + "; ".join(errors))
         order = {p.id: i for i, p in enumerate(self.probes)}
         merged = [ProbeAttribution.from_dict(d) for part in gathered for d in part]
         merged.sort(key=lambda a: (order[a.probe_id], a.target))
@@ -282,26 +289,27 @@ class AttributionMonitor:
         threshold = SEVERITY_ORDER[self.fail_on]
         return any(SEVERITY_ORDER.get(a.severity, 0) >= threshold for a in self.rules.alerts)
 
-    def finish(self, raise_on_alert: bool = True) -> dict[str, Any]:
+    def finish(self, raise_on_alert: bool = True, collective: bool = True) -> dict[str, Any]:
         """Flush every sink, render the report, and raise ``AttributionAlertError`` if ``fail_on``
-        is met. Under ``torch.distributed`` rank zero decides and every rank raises alike."""
+        is met. Under ``torch.distributed`` rank zero decides and every rank raises alike; pass
+        ``collective=False`` after an exception, when other ranks may never arrive."""
         if self._finished:
             return self.summary()
         self._finished = True
         summary = self.summary()
-        fail = False
+        message = None
         if self.is_rank_zero:
             if self._started:
                 for sink in self.sinks:
                     self._call_sink(sink, "finish", summary)
-            fail = self.should_fail()
-        rank, world = _distributed()
-        if world > 1:
-            box = [fail]
+            if self.should_fail():
+                message = self._failure_message()
+        if collective and _distributed()[1] > 1:
+            box = [message]
             torch.distributed.broadcast_object_list(box, src=0)
-            fail = bool(box[0])
-        if fail and raise_on_alert:
-            raise AttributionAlertError(self._failure_message())
+            message = box[0]
+        if message is not None and raise_on_alert:
+            raise AttributionAlertError(message)
         return summary
 
     def _failure_message(self) -> str:

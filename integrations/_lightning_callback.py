@@ -315,11 +315,9 @@ class AttributionDriftLogic:
             self.monitor.finish()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        # finish() broadcasts under torch.distributed, which can hang when one rank failed;
-        # there the checks already on disk stay as they are.
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        if self.monitor is not None and not (distributed and torch.distributed.get_world_size() > 1):
-            self.monitor.finish(raise_on_alert=False)
+        """Flush what the checks wrote; no collective call, since other ranks may be gone."""
+        if self.monitor is not None:
+            self.monitor.finish(raise_on_alert=False, collective=False)
 
     # ------------------------------------------------------------- checkpoint
     def state_dict(self) -> dict[str, Any]:
