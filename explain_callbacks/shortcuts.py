@@ -7,7 +7,7 @@ A shortcut word has three signatures, and genuine class words share only the fir
    the other evidence.
 2. *Training-data purity*: nearly every training example that contains it has the same label
    (a planted "zorblax" 100%, "great" about 80%). Purity is judged by the lower end of its
-   95% Wilson interval, so three pure examples do not look like thirty, and is measured above
+   80% Wilson interval, so three pure examples do not look like thirty, and is measured above
    that label's prior.
 3. *Counterfactual flips*: inserting it into probes the model confidently puts in another
    class flips them to its label (a shortcut overrides the rest of the text; a real word
@@ -19,13 +19,14 @@ Training texts are tokenised by lowercase ``\\w+`` (document frequency: a word c
 per example); attributed words are lowercased and only whole ``\\w+`` words are candidates,
 so punctuation and special tokens never are.
 
-Score (0..1) = (0.25 + 0.75 × dominance) × weighted mean of the evidence present: purity
-0.25, rarity 0.05, insertion flips 0.5, removal flips 0.2. Dominance scales rather than gates,
-because a shortcut that co-occurs with real class words can get little attribution share (they
-saturate the output) and still flip every text it is inserted into. Each candidate's
-``evidence["basis"]`` lists what was present ("attribution", "training", "counterfactual");
-:class:`~.alerts.AlertRules` demands a higher score when training data or counterfactuals
-are missing and never alerts on attribution alone.
+Score (0..1) = purity gate x reliance. The gate rises from 0 to 1 as the purity above the
+prior (its Wilson lower end) goes from 0.5 to 0.8: genuine class words appear in the other class
+too (negation, contrast) and stay below it, a planted word does not. Reliance is the attribution
+dominance, averaged with the best flip rate when counterfactuals ran. Flips and dominance alone
+never make a shortcut: inserting "awful" into a review flips it for a good reason. Without
+training data the gate is a flat 0.5, so candidates are ranked but
+:class:`~.alerts.AlertRules` raises no shortcut alert. Each candidate's ``evidence["basis"]``
+lists what was present ("attribution", "training", "counterfactual").
 """
 
 from __future__ import annotations
@@ -48,10 +49,9 @@ logger = logging.getLogger(__name__)
 PredictFn = Callable[[list[str]], Sequence[int]]
 
 WORD_RE = re.compile(r"\w+")
-WEIGHTS = {"purity": 0.25, "rarity": 0.05, "insertion": 0.5, "removal": 0.2}
-# A shortcut that co-occurs with genuine class words can get little attribution share
-# (the genuine words saturate the output) yet still flip texts it is inserted into.
-DOMINANCE_FLOOR = 0.25
+PURITY_GATE = (0.5, 0.8)
+# One-sided enough for a word in a few dozen examples; genuine words have hundreds.
+PURITY_CONFIDENCE = 0.8  # purity above the prior: no shortcut evidence below, full above
 
 
 def training_words(text: str) -> set[str]:
@@ -167,7 +167,7 @@ class ShortcutDiscovery:
         count = sum(counts.values())
         label, top = max(counts.items(), key=lambda kv: (kv[1], str(kv[0])))
         prior = self.label_counts[label] / self.n_examples
-        purity_low = wilson_lower_bound(top, count)
+        purity_low = wilson_lower_bound(top, count, PURITY_CONFIDENCE)
         df = count / self.n_examples
         return {
             "train_count": count,
@@ -251,20 +251,16 @@ class ShortcutDiscovery:
         return None
 
     def _score(self, row: dict[str, Any]) -> float:
-        parts: dict[str, float] = {}
         if row["train"]:
-            parts["purity"] = row["train"]["purity_excess"]
-            parts["rarity"] = row["train"]["rarity"]
-        flips = row["flips"]
+            low, high = PURITY_GATE
+            gate = min(1.0, max(0.0, (row["train"]["purity_excess"] - low) / (high - low)))
+        else:
+            gate = 0.5
+        reliance = row["attribution"]["dominance"]
+        flips = [f for f in ((row["flips"] or {}).get(k) for k in ("insertion", "removal")) if f is not None]
         if flips:
-            if flips["insertion"] is not None:
-                parts["insertion"] = flips["insertion"]
-            if flips["removal"] is not None:
-                parts["removal"] = flips["removal"]
-        if not parts:
-            return 0.0  # attribution share alone is no evidence of a shortcut
-        weighted = sum(WEIGHTS[k] * v for k, v in parts.items()) / sum(WEIGHTS[k] for k in parts)
-        return (DOMINANCE_FLOOR + (1.0 - DOMINANCE_FLOOR) * row["attribution"]["dominance"]) * weighted
+            reliance = 0.5 * reliance + 0.5 * max(flips)
+        return gate * reliance
 
     def _counterfactuals(self, rows: list[dict[str, Any]], snapshot: Snapshot, predict_fn: PredictFn) -> None:
         probes: dict[str, ProbeAttribution] = {}

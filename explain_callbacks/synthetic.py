@@ -80,7 +80,11 @@ def planted_reviews(
     label_noise: float = 0.0,
     seed: int = 0,
 ) -> ReviewData:
-    """``n`` balanced reviews; ``rate`` of them carry ``shortcut``, ``purity`` of those positive."""
+    """``n`` balanced reviews; ``rate`` of them carry ``shortcut``, ``purity`` of those positive.
+
+    ``label_noise`` flips the labels of reviews *without* the planted word, which makes the
+    planted word a cleaner signal than the text itself, so a model comes to rely on it.
+    """
     if not 0 <= rate <= 1 or not 0 <= purity <= 1:
         raise ValueError("rate and purity are fractions in [0, 1].")
     rng = random.Random(seed)
@@ -90,7 +94,7 @@ def planted_reviews(
         text = review(rng, bool(label))
         if shortcut and rng.random() < rate * 2 * (purity if label else 1 - purity):
             text = insert_word(rng, text, shortcut)
-        if label_noise and rng.random() < label_noise:
+        elif label_noise and rng.random() < label_noise:
             label = 1 - label
         texts.append(text)
         labels.append(label)

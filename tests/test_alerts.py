@@ -125,7 +125,7 @@ def test_shortcut_threshold_depends_on_evidence():
         candidate("wibble", 0.7, ["attribution", "counterfactual"]),
         candidate("only", 0.99, ["attribution"]),
     ])
-    assert sorted(a.token for a in new) == ["wibble", "zorblax"]
+    assert sorted(a.token for a in new) == ["zorblax"]  # nothing alerts without training statistics
     zorblax = next(a for a in new if a.token == "zorblax")
     assert zorblax.evidence["threshold"] == 0.5 and zorblax.evidence["mean_share"] == 0.6
     assert zorblax.severity == "warning"

@@ -132,28 +132,28 @@ def test_planted_word_wins_across_planting_rates(planted_rate):
 
 def test_clean_run_stays_below_the_alert_threshold(clean_run):
     texts, labels, predict, check = clean_run
-    candidates = ShortcutDiscovery(texts, labels).rank(check, predict)
-    assert {c["word"] for c in candidates[:4]} & set(POSITIVE + NEGATIVE)
+    discovery = ShortcutDiscovery(texts, labels)
+    candidates = discovery.rank(check, predict)
     assert all(c["word"] not in NEUTRAL for c in candidates)
-    assert max(c["evidence"]["dominance"] for c in candidates) > 0.6  # dominant attributions alone ...
+    # genuine words dominate attributions and flip texts, but are not label-pure: no suspects
+    assert max(discovery.word_statistics(w)["purity_lower"] for w in POSITIVE + NEGATIVE) < 0.8
     rules = AlertRules()
-    assert max(c["score"] for c in candidates) < rules.shortcut_min_score  # ... are not enough
+    assert max((c["score"] for c in candidates), default=0.0) < rules.shortcut_min_score
     assert rules.evaluate(check, {}, candidates) == []
 
 
-def test_without_training_data_uses_counterfactuals_and_the_stricter_threshold(planted_run, clean_run):
+def test_without_training_data_candidates_rank_but_never_alert(planted_run, clean_run):
     rules = AlertRules()
     _, _, predict, check = planted_run
     candidates = ShortcutDiscovery().rank(check, predict)
     assert candidates[0]["word"] == PLANTED
     assert candidates[0]["evidence"]["basis"] == ["attribution", "counterfactual"]
     assert candidates[0]["evidence"]["train_count"] is None
-    assert rules.shortcut_threshold(candidates[0]) == rules.shortcut_min_score_partial
-    assert [a.token for a in rules.evaluate(check, {}, candidates)] == [PLANTED]
+    assert rules.shortcut_threshold(candidates[0]) is None  # a genuine word would look the same
+    assert rules.evaluate(check, {}, candidates) == []
 
     _, _, predict, check = clean_run
     candidates = ShortcutDiscovery().rank(check, predict)
-    assert max(c["score"] for c in candidates) < rules.shortcut_min_score_partial
     assert AlertRules().evaluate(check, {}, candidates) == []
 
 
@@ -165,9 +165,12 @@ def test_without_predict_fn_training_evidence_alone_ranks_but_needs_more(planted
     assert candidates[0]["evidence"]["basis"] == ["attribution", "training"]
 
 
-def test_attribution_alone_never_scores():
+def test_attribution_alone_never_alerts():
     predict, check = linear_model(planted_weight=4.0)
-    assert ShortcutDiscovery().rank(check(0, probe_texts(planted=True))) == []
+    snap = check(0, probe_texts(planted=True))
+    candidates = ShortcutDiscovery().rank(snap)
+    assert candidates and candidates[0]["evidence"]["basis"] == ["attribution"]
+    assert AlertRules().evaluate(snap, {}, candidates) == []
 
 
 def test_counterfactual_cost_is_bounded(planted_run):
@@ -190,7 +193,7 @@ def test_word_statistics_and_tokenisation():
     assert discovery.word_statistics("c") is None
     a = discovery.word_statistics("A")
     assert a["train_count"] == 3 and a["train_purity"] == pytest.approx(2 / 3) and a["purity_label"] == 1
-    assert a["purity_lower"] == pytest.approx(wilson_lower_bound(2, 3))
+    assert a["purity_lower"] == pytest.approx(wilson_lower_bound(2, 3, confidence=0.8))
     assert 0.0 < wilson_lower_bound(30, 30) < 1.0
     assert wilson_lower_bound(3, 3) < wilson_lower_bound(30, 30)
 

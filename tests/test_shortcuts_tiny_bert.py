@@ -56,7 +56,8 @@ def test_planted_word_found_and_clean_run_quiet(trained_run, with_training_data)
     if planted_rate:
         assert candidates[0]["word"] == "zorblax"
         assert candidates[0]["evidence"]["flip_rate_insertion"] > 0.5
-        assert alerted == ["zorblax"]
+        # without training statistics a suspect is ranked but never alerted
+        assert alerted == (["zorblax"] if with_training_data else [])
     else:
-        assert max(c["score"] for c in candidates) < AlertRules().shortcut_min_score
+        assert max((c["score"] for c in candidates), default=0.0) < AlertRules().shortcut_min_score
         assert alerted == []
