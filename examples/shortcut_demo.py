@@ -98,7 +98,7 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(
         path, num_labels=2, id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1}
-    )
+    ).train()  # from_pretrained returns eval mode, and Lightning keeps module modes as given
 
     train = planted_reviews(
         args.train_size, shortcut=SHORTCUT, rate=args.rate, purity=args.purity, label_noise=args.label_noise, seed=args.seed

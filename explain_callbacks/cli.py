@@ -1,0 +1,248 @@
+"""The ``explain-callbacks`` command: gate CI on alerts, render the report, look at a run.
+
+Exit codes: 0 clean, 1 alerts at or above ``--fail-on`` (``check`` only), 2 unusable input
+(missing directory, missing or damaged ``summary.json``, a schema this version does not read),
+with a one-line reason on stderr.
+
+``check`` counts every alert the run ever raised, cleared ones included: a shortcut the model
+leaned on for part of training is worth a look even if it faded. ``--active-only`` counts only
+the alerts still active at the last check. A run that was killed mid-training (status
+``running``) is judged on the checks it wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Iterable, Sequence
+
+from .records import SEVERITY_ORDER, Alert
+from .report import RunDirError, format_number, load_summary, render_report, sorted_alerts
+
+EXIT_CLEAN = 0
+EXIT_ALERTS = 1
+EXIT_UNUSABLE = 2
+
+DRIFT_COLUMNS = ("rbo", "jaccard", "kendall_tau", "cosine")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="explain-callbacks",
+        description="Inspect explain-callbacks run directories (probes.jsonl, attributions.jsonl, summary.json).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser(
+        "check",
+        help="exit 1 when the run raised alerts (for CI)",
+        description="Exit 0 when the run raised no alert at or above --fail-on, 1 when it did, "
+        "2 when the run directory cannot be read. Cleared alerts count unless --active-only.",
+    )
+    check.add_argument("run_dir", metavar="RUN_DIR")
+    check.add_argument(
+        "--fail-on",
+        choices=("warning", "error"),
+        default="warning",
+        help="lowest severity that fails the check (default: warning)",
+    )
+    check.add_argument(
+        "--active-only",
+        action="store_true",
+        help="count only alerts still active at the last check",
+    )
+
+    report = commands.add_parser("report", help="render the HTML report", description="Render report.html.")
+    report.add_argument("run_dir", metavar="RUN_DIR")
+    report.add_argument("-o", "--output", metavar="FILE", help="where to write it (default: RUN_DIR/report.html)")
+
+    show = commands.add_parser(
+        "show", help="print drift, top words, alerts and candidates", description="Print the run's tables."
+    )
+    show.add_argument("run_dir", metavar="RUN_DIR")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code instead of exiting (the script entry exits)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse exits on --help (0) and on usage errors (2)
+        return exit_.code if isinstance(exit_.code, int) else EXIT_UNUSABLE
+    commands = {"check": _check, "report": _report, "show": _show}
+    try:
+        return commands[args.command](args)
+    except RunDirError as err:
+        _fail(str(err))
+        return EXIT_UNUSABLE
+    except OSError as err:
+        _fail(f"{err.filename or args.run_dir}: {err.strerror or err}")
+        return EXIT_UNUSABLE
+
+
+def _fail(reason: str) -> None:
+    one_line = " ".join(reason.split())
+    print(f"explain-callbacks: error: {one_line}", file=sys.stderr)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _text(value: Any):
+    """A table cell that rich prints as written: user text is never read as markup."""
+    from rich.text import Text
+
+    if value is None:
+        return Text("–", style="dim")
+    return Text(value if isinstance(value, str) else format_number(value))
+
+
+_SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "blue"}
+
+
+def failing_alerts(alerts: Iterable[Alert], fail_on: str, active_only: bool = False) -> list[Alert]:
+    """The alerts that make ``check`` fail: severity at least ``fail_on`` (and active, if asked)."""
+    threshold = SEVERITY_ORDER[fail_on]
+    return [
+        a for a in alerts if SEVERITY_ORDER.get(a.severity, threshold) >= threshold and (a.active or not active_only)
+    ]
+
+
+def _alert_table(alerts: Sequence[Alert], title: str = "Alerts"):
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title, title_justify="left")
+    for name in ("severity", "rule", "token", "first raised", "state", "message"):
+        table.add_column(name, overflow="fold")
+    for alert in alerts:
+        first = ", ".join(
+            part
+            for part in (
+                f"step {alert.first_step}" if alert.first_step is not None else "",
+                f"epoch {alert.first_epoch}" if alert.first_epoch is not None else "",
+            )
+            if part
+        )
+        table.add_row(
+            Text(alert.severity, style=_SEVERITY_STYLE.get(alert.severity, "")),
+            _text(alert.rule),
+            _text(alert.token),
+            _text(first or None),
+            _text("active" if alert.active else "cleared"),
+            _text(alert.message),
+        )
+    return table
+
+
+def _check(args: argparse.Namespace) -> int:
+    summary = load_summary(args.run_dir)
+    alerts = sorted_alerts(Alert.from_dict(a) for a in summary["alerts"])
+    failing = failing_alerts(alerts, args.fail_on, args.active_only)
+    console = _console()
+    if summary["status"] == "running":
+        console.print("note: the run has not finished (status 'running'); judging the checks it wrote.", markup=False)
+    if not summary["checks"]:
+        console.print("note: the run recorded no checks.", markup=False)
+    if alerts:
+        console.print(_alert_table(alerts))
+    scope = "active alerts" if args.active_only else "alerts"
+    if failing:
+        console.print(
+            f"FAIL: {len(failing)} {scope} at or above {args.fail_on} ({len(alerts)} alerts in all).",
+            style="bold red",
+            markup=False,
+        )
+        return EXIT_ALERTS
+    console.print(
+        f"OK: no {scope} at or above {args.fail_on} ({len(summary['checks'])} checks, {len(alerts)} alerts in all).",
+        style="green",
+        markup=False,
+    )
+    return EXIT_CLEAN
+
+
+def _report(args: argparse.Namespace) -> int:
+    path = render_report(args.run_dir, args.output)
+    print(path)
+    return EXIT_CLEAN
+
+
+def _show(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    summary = load_summary(args.run_dir)
+    console = _console()
+    console.print(
+        _text(
+            f"run {summary['run_name']} · status {summary['status']} · {summary.get('n_probes', '?')} probes · "
+            f"fingerprint {str(summary.get('probe_fingerprint') or '–')[:12]}"
+        )
+    )
+
+    drift = Table(title="Drift per check", title_justify="left")
+    drift.add_column("check", justify="right")
+    drift.add_column("step", justify="right")
+    drift.add_column("epoch", justify="right")
+    for ref in ("prev", "ref"):
+        for metric in DRIFT_COLUMNS:
+            drift.add_column(f"{metric} {ref}", justify="right")
+    drift.add_column("mean rel Δ", justify="right")
+    drift.add_column("converged", justify="right")
+    drift.add_column("error", overflow="fold")
+    for check in summary["checks"]:
+        figures = check.get("drift") or {}
+        convergence = check.get("convergence") or {}
+        drift.add_row(
+            _text(check.get("check_index")),
+            _text(check.get("step")),
+            _text(check.get("epoch")),
+            *(
+                _text((figures.get(ref) or {}).get(metric))
+                for ref in ("vs_previous", "vs_reference")
+                for metric in DRIFT_COLUMNS
+            ),
+            _text(convergence.get("mean_rel_delta")),
+            _text(convergence.get("share_converged")),
+            _text(check.get("error") or ""),
+        )
+    console.print(drift)
+
+    last = summary["checks"][-1] if summary["checks"] else {}
+    tokens = Table(title=_text(f"Top words at the last check ({_describe_check(last)})"), title_justify="left")
+    for name, justify in (("rank", "right"), ("word", "left"), ("mean share", "right"), ("probes", "right")):
+        tokens.add_column(name, justify=justify, overflow="fold")
+    for row in last.get("top_tokens") or []:
+        tokens.add_row(_text(row.get("rank")), _text(str(row.get("word"))), _text(row.get("mean_share")), _text(row.get("n_probes")))
+    console.print(tokens)
+
+    alerts = sorted_alerts(Alert.from_dict(a) for a in summary["alerts"])
+    if alerts:
+        console.print(_alert_table(alerts))
+    else:
+        console.print("No alerts.", markup=False)
+
+    if summary["candidates"]:
+        candidates = Table(title="Shortcut candidates", title_justify="left")
+        for name, justify in (("#", "right"), ("word", "left"), ("score", "right")):
+            candidates.add_column(name, justify=justify, overflow="fold")
+        for i, row in enumerate(summary["candidates"], 1):
+            candidates.add_row(_text(i), _text(str(row.get("word"))), _text(row.get("score")))
+        console.print(candidates)
+    else:
+        console.print("No shortcut candidates.", markup=False)
+    return EXIT_CLEAN
+
+
+def _describe_check(check: dict[str, Any]) -> str:
+    if not check:
+        return "none recorded"
+    return f"check {check.get('check_index')}, step {check.get('step')}"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
