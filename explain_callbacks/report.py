@@ -25,11 +25,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from .probes import Probe, ProbeError, ProbeSet
 from .records import SCHEMA_VERSION, SEVERITY_ORDER, Alert, Snapshot
-
-SUMMARY_FILE = "summary.json"
-PROBES_FILE = "probes.jsonl"
-ATTRIBUTIONS_FILE = "attributions.jsonl"
-REPORT_FILE = "report.html"
+from .sinks.run_dir import ATTRIBUTIONS_FILE, PROBES_FILE, REPORT_FILE, SUMMARY_FILE
 
 HEATMAP_LAST_CHECKS = 20  # heatmaps of the last N checks (plus the first) go in the report
 TRAJECTORY_WORDS = 10  # lines in the top-token trajectory plot
