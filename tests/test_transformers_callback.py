@@ -120,7 +120,7 @@ def test_logs_into_the_trainers_wandb_run(tmp_path, monkeypatch):
     try:
         trainer.train()
         run = wandb.run
-        assert run is not None and run.settings.mode == "offline"
+        assert run is not None and run.settings.mode in ("offline", "dryrun")
         last = _summary(cb.run_path)["checks"][-1]
         assert run.summary["attribution/n_checks"] == 2
         assert run.summary["train/global_step"] == 8
