@@ -21,8 +21,9 @@ so punctuation and special tokens never are.
 
 Score (0..1) = purity gate x reliance. The gate rises from 0 to 1 as the purity above the
 prior (its Wilson lower end) goes from 0.5 to 0.8: genuine class words appear in the other class
-too (negation, contrast) and stay below it, a planted word does not. Reliance is the attribution
-dominance, averaged with the best flip rate when counterfactuals ran. Flips and dominance alone
+too (negation, contrast) and stay below it, a planted word does not. Reliance is the strongest
+of attribution dominance and the flip rates (a shortcut next to strong class words may take
+little attribution share yet flip texts, or the reverse). Flips and dominance alone
 never make a shortcut: inserting "awful" into a review flips it for a good reason. Without
 training data the gate is a flat 0.5, so candidates are ranked but
 :class:`~.alerts.AlertRules` raises no shortcut alert. Each candidate's ``evidence["basis"]``
@@ -256,11 +257,8 @@ class ShortcutDiscovery:
             gate = min(1.0, max(0.0, (row["train"]["purity_excess"] - low) / (high - low)))
         else:
             gate = 0.5
-        reliance = row["attribution"]["dominance"]
         flips = [f for f in ((row["flips"] or {}).get(k) for k in ("insertion", "removal")) if f is not None]
-        if flips:
-            reliance = 0.5 * reliance + 0.5 * max(flips)
-        return gate * reliance
+        return gate * max([row["attribution"]["dominance"], *flips])
 
     def _counterfactuals(self, rows: list[dict[str, Any]], snapshot: Snapshot, predict_fn: PredictFn) -> None:
         probes: dict[str, ProbeAttribution] = {}
