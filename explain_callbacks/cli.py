@@ -89,7 +89,7 @@ def _fail(reason: str) -> None:
 def _console():
     from rich.console import Console
 
-    return Console(highlight=False)
+    return Console(highlight=False, emoji=False)
 
 
 def _text(value: Any):
@@ -173,8 +173,6 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
     summary = load_summary(args.run_dir)
     console = _console()
     console.print(
@@ -184,20 +182,61 @@ def _show(args: argparse.Namespace) -> int:
         )
     )
 
-    drift = Table(title="Drift per check", title_justify="left")
-    drift.add_column("check", justify="right")
-    drift.add_column("step", justify="right")
-    drift.add_column("epoch", justify="right")
+    if summary["checks"]:
+        console.print(_drift_table(summary["checks"]))
+        last = summary["checks"][-1]
+        if last.get("top_tokens"):
+            console.print(_top_words_table(last))
+        else:
+            console.print(f"No top words recorded at the last check ({_describe_check(last)}).", markup=False)
+    else:
+        console.print("No checks recorded.", markup=False)
+
+    alerts = sorted_alerts(Alert.from_dict(a) for a in summary["alerts"])
+    if alerts:
+        console.print(_alert_table(alerts))
+    else:
+        console.print("No alerts.", markup=False)
+
+    if summary["candidates"]:
+        console.print(_candidates_table(summary["candidates"]))
+    else:
+        console.print("No shortcut candidates.", markup=False)
+    return EXIT_CLEAN
+
+
+def _candidates_table(candidates: Sequence[dict[str, Any]]):
+    from rich.table import Table
+
+    table = Table(title="Shortcut candidates", title_justify="left")
+    for name, justify in (("#", "right"), ("word", "left"), ("score", "right")):
+        table.add_column(name, justify=justify, overflow="fold")
+    for i, row in enumerate(candidates, 1):
+        table.add_row(_text(i), _text(str(row.get("word"))), _text(row.get("score")))
+    return table
+
+
+def _describe_check(check: dict[str, Any]) -> str:
+    return f"check {check.get('check_index')}, step {check.get('step')}"
+
+
+def _drift_table(checks: Sequence[dict[str, Any]]):
+    from rich.table import Table
+
+    table = Table(title="Drift per check", title_justify="left")
+    table.add_column("check", justify="right")
+    table.add_column("step", justify="right")
+    table.add_column("epoch", justify="right")
     for ref in ("prev", "ref"):
         for metric in DRIFT_COLUMNS:
-            drift.add_column(f"{metric} {ref}", justify="right")
-    drift.add_column("mean rel Δ", justify="right")
-    drift.add_column("converged", justify="right")
-    drift.add_column("error", overflow="fold")
-    for check in summary["checks"]:
+            table.add_column(f"{metric} {ref}", justify="right")
+    table.add_column("mean rel Δ", justify="right")
+    table.add_column("converged", justify="right")
+    table.add_column("error", overflow="fold")
+    for check in checks:
         figures = check.get("drift") or {}
         convergence = check.get("convergence") or {}
-        drift.add_row(
+        table.add_row(
             _text(check.get("check_index")),
             _text(check.get("step")),
             _text(check.get("epoch")),
@@ -210,38 +249,18 @@ def _show(args: argparse.Namespace) -> int:
             _text(convergence.get("share_converged")),
             _text(check.get("error") or ""),
         )
-    console.print(drift)
+    return table
 
-    last = summary["checks"][-1] if summary["checks"] else {}
-    tokens = Table(title=_text(f"Top words at the last check ({_describe_check(last)})"), title_justify="left")
+
+def _top_words_table(check: dict[str, Any]):
+    from rich.table import Table
+
+    table = Table(title=_text(f"Top words at the last check ({_describe_check(check)})"), title_justify="left")
     for name, justify in (("rank", "right"), ("word", "left"), ("mean share", "right"), ("probes", "right")):
-        tokens.add_column(name, justify=justify, overflow="fold")
-    for row in last.get("top_tokens") or []:
-        tokens.add_row(_text(row.get("rank")), _text(str(row.get("word"))), _text(row.get("mean_share")), _text(row.get("n_probes")))
-    console.print(tokens)
-
-    alerts = sorted_alerts(Alert.from_dict(a) for a in summary["alerts"])
-    if alerts:
-        console.print(_alert_table(alerts))
-    else:
-        console.print("No alerts.", markup=False)
-
-    if summary["candidates"]:
-        candidates = Table(title="Shortcut candidates", title_justify="left")
-        for name, justify in (("#", "right"), ("word", "left"), ("score", "right")):
-            candidates.add_column(name, justify=justify, overflow="fold")
-        for i, row in enumerate(summary["candidates"], 1):
-            candidates.add_row(_text(i), _text(str(row.get("word"))), _text(row.get("score")))
-        console.print(candidates)
-    else:
-        console.print("No shortcut candidates.", markup=False)
-    return EXIT_CLEAN
-
-
-def _describe_check(check: dict[str, Any]) -> str:
-    if not check:
-        return "none recorded"
-    return f"check {check.get('check_index')}, step {check.get('step')}"
+        table.add_column(name, justify=justify, overflow="fold")
+    for row in check.get("top_tokens") or []:
+        table.add_row(_text(row.get("rank")), _text(str(row.get("word"))), _text(row.get("mean_share")), _text(row.get("n_probes")))
+    return table
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -193,6 +193,10 @@ def _number(value: Any) -> float:
     return float(value)
 
 
+def _has_value(values: Any) -> bool:
+    return isinstance(values, list) and any(not math.isnan(_number(v)) for v in values)
+
+
 def format_number(value: Any, digits: int = 3) -> str:
     """Numbers for tables: fixed digits, ``–`` for missing, ints as ints."""
     if value is None:
@@ -224,11 +228,9 @@ def _new_figure(n_axes: int):
     return figure, list(axes)
 
 
-def _plain_text_rc():
-    """Matplotlib settings under which a word is drawn as written (``$`` is no math)."""
-    import matplotlib
-
-    return matplotlib.rc_context({"text.parse_math": False, "text.usetex": False})
+def _plain_label(text: str) -> str:
+    """A user word as a matplotlib label drawn as written: ``$`` would otherwise start math."""
+    return text.replace("$", r"\$")
 
 
 def _check_steps(checks: Sequence[dict[str, Any]]) -> list[float]:
@@ -243,54 +245,54 @@ def drift_figure(checks: Sequence[dict[str, Any]]) -> str | None:
     if not checks:
         return None
     steps = _check_steps(checks)
-    with _plain_text_rc():
-        figure, axes = _new_figure(2)
-        for ax, ref, title in zip(axes, ("vs_previous", "vs_reference"), ("vs previous check", "vs reference")):
-            for metric in DRIFT_METRICS:
-                values = [_number(((c.get("drift") or {}).get(ref) or {}).get(metric)) for c in checks]
-                ax.plot(steps, values, marker="o", markersize=3, label=metric)
-            chance = [_number((c.get("drift") or {}).get("chance_jaccard")) for c in checks]
-            if not all(math.isnan(v) for v in chance):
-                ax.plot(steps, chance, linestyle="--", color="grey", label="chance jaccard")
-            ax.set_title(title)
-            ax.set_xlabel("training step")
-            ax.set_ylim(-1.05, 1.05)
-            ax.grid(alpha=0.3)
-        axes[1].legend(fontsize="small", loc="lower right")
-        return _png_data_uri(figure)
+    figure, axes = _new_figure(2)
+    for ax, ref, title in zip(axes, ("vs_previous", "vs_reference"), ("vs previous check", "vs reference")):
+        for metric in DRIFT_METRICS:
+            values = [_number(((c.get("drift") or {}).get(ref) or {}).get(metric)) for c in checks]
+            ax.plot(steps, values, marker="o", markersize=3, label=metric)
+        chance = [_number((c.get("drift") or {}).get("chance_jaccard")) for c in checks]
+        if not all(math.isnan(v) for v in chance):
+            ax.plot(steps, chance, linestyle="--", color="grey", label="chance jaccard")
+        ax.set_title(title)
+        ax.set_xlabel("training step")
+        ax.set_ylim(-1.05, 1.05)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize="small", loc="lower right")
+    return _png_data_uri(figure)
 
 
 def trajectory_words(trajectories: dict[str, list[Any]], first: Iterable[str] = (), limit: int = TRAJECTORY_WORDS) -> list[str]:
     """Which words to draw: ``first`` (alerted tokens, suspects) then the largest peak share."""
-    chosen = [w for w in dict.fromkeys(first) if w in trajectories][:limit]
+    plottable = {w for w, values in trajectories.items() if _has_value(values)}
+    chosen = [w for w in dict.fromkeys(first) if w in plottable][:limit]
 
     def peak(word: str) -> float:
         values = [abs(v) for v in map(_number, trajectories[word]) if not math.isnan(v)]
         return max(values, default=0.0)
 
-    rest = sorted((w for w in trajectories if w not in chosen), key=lambda w: (-peak(w), w))
+    rest = sorted((w for w in plottable if w not in chosen), key=lambda w: (-peak(w), w))
     return chosen + rest[: max(0, limit - len(chosen))]
 
 
 def trajectory_figure(trajectories: dict[str, list[Any]], checks: Sequence[dict[str, Any]], words: Sequence[str]) -> str | None:
-    """Mean word share of ``words`` at each check, as a PNG data URI."""
+    """Mean word share of ``words`` at each check, as a PNG data URI (None when none has a value)."""
+    words = [w for w in words if _has_value(trajectories.get(w, []))]
     if not words:
         return None
     steps = _check_steps(checks)
-    with _plain_text_rc():
-        figure, axes = _new_figure(1)
-        ax = axes[0]
-        figure.set_size_inches(8.4, 3.6)
-        for word in words:
-            values = [_number(v) for v in trajectories.get(word, [])]
-            xs = steps[: len(values)] if len(values) <= len(steps) else list(range(len(values)))
-            ax.plot(xs, values[: len(xs)], marker="o", markersize=3, label=word)
-        ax.axhline(0.0, color="grey", linewidth=0.8)
-        ax.set_xlabel("training step")
-        ax.set_ylabel("mean word share")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
-        return _png_data_uri(figure)
+    figure, axes = _new_figure(1)
+    ax = axes[0]
+    figure.set_size_inches(8.4, 3.6)
+    for word in words:
+        values = [_number(v) for v in trajectories.get(word, [])]
+        xs = steps[: len(values)] if len(values) <= len(steps) else list(range(len(values)))
+        ax.plot(xs, values[: len(xs)], marker="o", markersize=3, label=_plain_label(word))
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("mean word share")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return _png_data_uri(figure)
 
 
 def convergence_figure(checks: Sequence[dict[str, Any]]) -> str | None:
@@ -302,25 +304,25 @@ def convergence_figure(checks: Sequence[dict[str, Any]]) -> str | None:
     def series(key: str) -> list[float]:
         return [_number((c.get("convergence") or {}).get(key)) for c in checks]
 
-    with _plain_text_rc():
-        figure, (ax_delta, ax_share, ax_steps) = _new_figure(3)
-        for key in ("mean_rel_delta", "p95_rel_delta"):
-            ax_delta.plot(steps, series(key), marker="o", markersize=3, label=key)
-        if all(v > 0 for v in series("mean_rel_delta") + series("p95_rel_delta") if not math.isnan(v)):
-            ax_delta.set_yscale("log")
-        ax_delta.set_title("relative delta")
-        ax_share.plot(steps, series("share_converged"), marker="o", markersize=3, color="tab:green")
-        ax_share.set_ylim(-0.05, 1.05)
-        ax_share.set_title("share of probes converged")
-        for key in ("mean_steps", "max_steps_used"):
-            ax_steps.plot(steps, series(key), marker="o", markersize=3, label=key)
-        ax_steps.set_title("integration steps used")
-        for ax in (ax_delta, ax_share, ax_steps):
-            ax.set_xlabel("training step")
-            ax.grid(alpha=0.3)
-        ax_delta.legend(fontsize="small")
-        ax_steps.legend(fontsize="small")
-        return _png_data_uri(figure)
+    figure, (ax_delta, ax_share, ax_steps) = _new_figure(3)
+    for key in ("mean_rel_delta", "p95_rel_delta"):
+        ax_delta.plot(steps, series(key), marker="o", markersize=3, label=key)
+    deltas = [v for v in series("mean_rel_delta") + series("p95_rel_delta") if not math.isnan(v)]
+    if deltas and all(v > 0 for v in deltas):
+        ax_delta.set_yscale("log")
+    ax_delta.set_title("relative delta")
+    ax_share.plot(steps, series("share_converged"), marker="o", markersize=3, color="tab:green")
+    ax_share.set_ylim(-0.05, 1.05)
+    ax_share.set_title("share of probes converged")
+    for key in ("mean_steps", "max_steps_used"):
+        ax_steps.plot(steps, series(key), marker="o", markersize=3, label=key)
+    ax_steps.set_title("integration steps used")
+    for ax in (ax_delta, ax_share, ax_steps):
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    ax_delta.legend(fontsize="small")
+    ax_steps.legend(fontsize="small")
+    return _png_data_uri(figure)
 
 
 # --------------------------------------------------------------------------- view models
