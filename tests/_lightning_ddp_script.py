@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
 from torch.utils.data import DataLoader, DistributedSampler
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -56,6 +58,9 @@ def main(out_dir: Path, devices: int) -> None:
         trainer.fit(model, train, tiny.loader(tiny.reviews(8, seed=1), tok))
     except AttributionAlertError as err:
         (out_dir / f"raised_rank{trainer.global_rank}.txt").write_text(str(err))
+    # Left to interpreter exit, gloo's threads can abort the process (SIGABRT) after a clean run.
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import torch
+
 from _tiny_trainer import make_trainer
 
 from explain_callbacks.integrations.transformers import AttributionDriftCallback
@@ -19,6 +21,10 @@ def main(tmp: Path) -> None:
     trainer.train()
     if trainer.is_world_process_zero():
         print("RUN_PATH", cb.run_path, flush=True)
+    # Left to interpreter exit, gloo's threads can abort the process (SIGABRT) after a clean run.
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
