@@ -12,14 +12,20 @@ Runs alternate ``without, with, with, without, ...`` so slow drift in machine lo
 processes share the cores) hits both arms alike; every run starts from the same weights and
 seed, after one untimed warm-up fit. Reported: each run's ``trainer.fit`` wall time, the time
 spent inside the callback's hooks, each check's ``timings.total_s`` from ``summary.json``, the
-overhead ratio, and the check's share of an epoch. Then one check on the trained model is
-profiled (forwards, Integrated Gradients rounds, counterfactual predictions, run-directory
-writes), and alternative settings are timed on the same model with their convergence figures,
-so that a faster setting is not bought with worse integrals.
+overhead ratio, and the check's share of an epoch. The first check of the last run with the
+callback is split into its parts (forwards, Integrated Gradients rounds, counterfactual
+predictions, run-directory writes), and alternative settings are timed on the trained model with
+their convergence figures, so that a faster setting is not bought with worse integrals.
 
-    python benchmarks/overhead.py            # 1 epoch, 1 pair of runs (about 8 minutes on 2 cores)
-    python benchmarks/overhead.py --full     # 2 epochs, 2 pairs, 3 timings per variant
-    python benchmarks/overhead.py --tiny --out /tmp/x   # tiny BERT from a config, under a minute
+Runs minutes apart still differ by 10-20% on a shared machine, so two estimates free of that
+drift come with the wall-time ratio: the time inside the callback's hooks against the rest of
+the same run, and a work model (tokens through the model by kind of pass, priced at per-token
+costs calibrated by short interleaved passes). One torch thread by default: on a shared 2-core
+machine, two threads stalled each other and made runs 4-5x slower and erratic.
+
+    python benchmarks/overhead.py            # 1 epoch, 1 pair of runs, 4 settings (about 4 minutes)
+    python benchmarks/overhead.py --full     # 2 epochs, 2 pairs, 11 settings x 3 (about 20 minutes)
+    python benchmarks/overhead.py --tiny --out /tmp/x   # tiny BERT from a config, under 10 seconds
     python benchmarks/overhead.py --n-steps 8           # time the runs at another setting
 """
 
@@ -826,7 +832,7 @@ def write_results(report: dict[str, Any], stem: Path) -> None:
         f"one check an epoch stays under {TARGET_OVERHEAD:.0%} from about {report['break_even_train_examples']:,.0f} "
         f"training examples an epoch (training time per example {report['train_s_per_example'] * 1000:.0f} ms, "
         f"validation {o['validation_without_s_mean']:.1f} s an epoch).", "",
-        "## Where one check's time goes (the last run's first check)", "",
+        "## Where one check's time goes (first check of the last run with the callback)", "",
         *profile_rows(report["profile"]), "",
         "Each part's own time (nested timed calls subtracted). The summary dict and the run-directory writes "
         "come after `timings.total_s` is taken; writing summary.json and report.html at the end of the run "
