@@ -49,6 +49,7 @@ class MonitorOptions:
     """Core options shared by the Lightning, Hugging Face and Flair integrations."""
 
     probes: Any = None
+    probe_sample_size: int = 32
     every_n_epochs: int | None = 1
     every_n_steps: int | None = None
     n_steps: int = 16
@@ -76,6 +77,8 @@ class MonitorOptions:
         self.schedule = Schedule(self.every_n_epochs, self.every_n_steps)
         if self.fail_on not in FAIL_ON:
             raise ValueError(f"fail_on must be one of {FAIL_ON}, got {self.fail_on!r}.")
+        if isinstance(self.probe_sample_size, bool) or not isinstance(self.probe_sample_size, int) or self.probe_sample_size < 1:
+            raise ValueError(f"probe_sample_size must be a positive int, got {self.probe_sample_size!r}.")
         if self.probes is not None:
             self.probes = as_probe_set(self.probes)
         if isinstance(self.watch_tokens, str):

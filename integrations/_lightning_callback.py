@@ -185,10 +185,8 @@ class AttributionDriftLogic:
             raise ValueError("forward_fn= needs embedding_layer= (the module whose output is the token embeddings).")
         if forward_fn is not None and model_attr is not None:
             raise ValueError("give model_attr= (a Hugging Face model) or forward_fn= (a custom model), not both.")
-        if isinstance(probe_sample_size, bool) or not isinstance(probe_sample_size, int) or probe_sample_size < 1:
-            raise ValueError(f"probe_sample_size must be a positive int, got {probe_sample_size!r}.")
         self.options = MonitorOptions(
-            probes=probes, every_n_epochs=every_n_epochs, every_n_steps=every_n_steps, n_steps=n_steps,
+            probes=probes, probe_sample_size=probe_sample_size, every_n_epochs=every_n_epochs, every_n_steps=every_n_steps, n_steps=n_steps,
             top_k=top_k, watch_tokens=watch_tokens, run_dir=run_dir, fail_on=fail_on, sinks=tuple(sinks),
             **monitor_options,
         )

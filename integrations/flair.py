@@ -227,13 +227,11 @@ class AttributionDriftPlugin(TrainerPlugin):
     ):
         super().__init__()
         self.options = MonitorOptions(
-            probes=probes, every_n_epochs=every_n_epochs, every_n_steps=every_n_steps, n_steps=n_steps,
+            probes=probes, probe_sample_size=probe_sample_size, every_n_epochs=every_n_epochs, every_n_steps=every_n_steps, n_steps=n_steps,
             top_k=top_k, watch_tokens=watch_tokens, run_dir=run_dir, fail_on=fail_on, sinks=sinks,
             **monitor_options,
         )
-        if not isinstance(probe_sample_size, int) or probe_sample_size < 1:
-            raise ValueError(f"probe_sample_size must be a positive int, got {probe_sample_size!r}.")
-        self.probe_sample_size = probe_sample_size
+        self.probe_sample_size = self.options.probe_sample_size
         self.wrapper_options = {"use_tokenizer": use_tokenizer, "baseline": baseline}
         self.monitor: Any = None
         self._step = 0

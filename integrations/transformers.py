@@ -94,15 +94,13 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
     ):
         if run_on not in RUN_ON:
             raise ValueError(f"run_on must be one of {RUN_ON}, got {run_on!r}.")
-        if isinstance(probe_sample_size, bool) or not isinstance(probe_sample_size, int) or probe_sample_size < 1:
-            raise ValueError(f"probe_sample_size must be a positive int, got {probe_sample_size!r}.")
         if tensorboard and run_dir is None:
             raise ValueError(
                 "tensorboard=True writes under the run directory, but run_dir=None; set run_dir or pass "
                 "sinks=[TensorBoardSink(log_dir=...)]."
             )
         self.options = MonitorOptions(
-            probes=probes, every_n_epochs=every_n_epochs, every_n_steps=every_n_steps, n_steps=n_steps,
+            probes=probes, probe_sample_size=probe_sample_size, every_n_epochs=every_n_epochs, every_n_steps=every_n_steps, n_steps=n_steps,
             top_k=top_k, watch_tokens=watch_tokens, run_dir=run_dir, fail_on=fail_on, sinks=sinks,
             **monitor_options,
         )
