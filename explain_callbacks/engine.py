@@ -2,17 +2,27 @@
 
 Probes are bucketed by length and attributed together, chunked so that no forward pass holds
 more than ``tokens_per_chunk`` tokens (sequences x steps x length). Every probe gets its signed
-convergence delta and relative delta; probes above ``rel_tolerance`` are redone with doubled
-steps up to ``max_steps``, and the steps used are recorded. The logit (not the softmax) of the
-target is attributed. For a fixed target the scores equal Captum's ``LayerIntegratedGradients``
-on the same inputs, baseline and steps.
+convergence delta and relative delta. The logit (not the softmax) of the target is attributed.
+
+The default ``method="adaptive_trapezoid"`` starts from ``n_steps`` equal intervals and bisects
+only the intervals of a probe whose trapezoid estimate misses the exact ``F(b) - F(a)`` (known
+from the forward values that come with each gradient), keeping every point already evaluated
+(see ``quadrature``). Captum's fixed-grid methods cannot reuse points or localise the error:
+redoing a probe at doubled steps threw away a third of the work. On a confident fine-tuned
+MiniLM (``benchmarks/speed.py --lr 1e-4``), 12 bisected intervals cost 15.4 gradient evaluations
+per probe and 16 cost 19.2, where 16 Gauss-Legendre steps with doubling cost 39.0; token scores
+were 1.3%, 1.0% and 2.1% (L1) away from a 128-step reference. With no refinement (``max_steps == n_steps``) the
+scores equal Captum's ``LayerIntegratedGradients`` with ``riemann_trapezoid`` at ``n_steps + 1``
+points times ``(n_steps + 1) / n_steps`` (Captum's trapezoid weights sum to ``n / (n + 1)``,
+not 1). Captum's methods remain available; their probes above ``rel_tolerance`` are redone with
+doubled steps up to ``max_steps``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -21,11 +31,13 @@ from captum.attr import LayerIntegratedGradients
 from .adapters import AdapterError, EncodedProbe, ModelAdapter, as_adapter
 from .isolation import isolated_from_training
 from .probes import Probe, ProbeSet, as_probe_set
+from .quadrature import interval_errors, points_to_add, trapezoid_weights, uniform_points
 from .records import ProbeAttribution
 
 log = logging.getLogger(__name__)
 
-METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right")
+ADAPTIVE = "adaptive_trapezoid"
+METHODS = (ADAPTIVE, "gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right")
 TARGET_MODES = ("auto", "gold", "predicted", "all")
 
 
@@ -42,6 +54,7 @@ class _Task:
     delta: float = float("nan")
     rel_delta: float = float("inf")
     n_steps: int = 0
+    path: dict[float, tuple[float, Any]] = field(default_factory=dict)  # alpha -> (F, token slopes)
 
 
 class AttributionEngine:
@@ -50,14 +63,17 @@ class AttributionEngine:
     Args:
         adapter_or_model: a ``ModelAdapter`` or a Hugging Face sequence-classification model.
         tokenizer: the model's fast tokenizer (with a model; adapters carry their own).
-        n_steps: integration steps of the first pass.
-        method: Captum's integral approximation (``gausslegendre`` converges fastest).
+        n_steps: integration steps of the first pass (intervals for ``adaptive_trapezoid``, whose
+            first pass evaluates ``n_steps + 1`` points, both ends of the path included).
+        method: ``adaptive_trapezoid`` (bisects the intervals that miss, keeping every point), or
+            one of Captum's fixed-grid approximations, redone at doubled steps when they miss.
         target: ``"auto"`` (gold label when the probe has one, else the class predicted at the
             first check, kept fixed), ``"gold"``, ``"predicted"``, ``"all"``, a class index or a
             class name.
         rel_tolerance: a probe converged when ``|delta| / |F(x) - F(baseline)|`` is at most this
             (or ``|delta| <= abs_tolerance``).
-        max_steps: adaptive steps double up to this many; ``max_steps == n_steps`` turns it off.
+        max_steps: refinement stops at this many steps (intervals); ``max_steps == n_steps``
+            turns it off.
         tokens_per_chunk: memory budget of one forward pass, in tokens.
     """
 
@@ -66,8 +82,8 @@ class AttributionEngine:
         adapter_or_model: Any,
         tokenizer: Any = None,
         *,
-        n_steps: int = 16,
-        method: str = "gausslegendre",
+        n_steps: int = 12,
+        method: str = ADAPTIVE,
         target: str | int = "auto",
         rel_tolerance: float = 0.05,
         abs_tolerance: float = 1e-4,
@@ -202,8 +218,11 @@ class AttributionEngine:
                 for e, s in zip(encoded, scores)
                 for t in self._targets_for(e.probe, s)
             ]
-            self._forward_baselines(tasks)
-            self._integrate(tasks)
+            if self.method == ADAPTIVE:
+                self._integrate_adaptive(tasks)
+            else:
+                self._forward_baselines(tasks)
+                self._integrate(tasks)
         return [self._record(t) for t in tasks]
 
     def predict(self, texts: Sequence[str]) -> list[Any]:
@@ -271,6 +290,52 @@ class AttributionEngine:
                     t.f_baseline = float(row[t.target])
                     t.f_input = float(t.scores[t.target])
 
+    def _integrate_adaptive(self, tasks: list[_Task]) -> None:
+        for t in tasks:
+            t.f_input = float(t.scores[t.target])
+        rows = [(t, a) for t in tasks for a in uniform_points(self.n_steps)]
+        while rows:
+            self._evaluate_path(rows)
+            pending = {id(t): t for t, _ in rows}.values()
+            rows = []
+            for t in pending:
+                points = sorted(t.path)
+                values = [t.path[a][0] for a in points]
+                token_slopes = torch.stack([t.path[a][1] for a in points])
+                t.f_baseline = values[0]
+                t.token_scores = torch.tensor(trapezoid_weights(points)) @ token_slopes
+                t.n_steps = len(points)
+                self._set_delta(t)
+                if self._converged(t):
+                    continue
+                errors = interval_errors(points, token_slopes.sum(dim=1).tolist(), values)
+                allowed = max(self.rel_tolerance * abs(t.f_input - t.f_baseline), self.abs_tolerance)
+                budget = self.max_steps + 1 - len(points)
+                rows += [(t, a) for a in points_to_add(points, errors, allowed, budget)]
+
+    def _evaluate_path(self, rows: list[tuple[_Task, float]]) -> None:
+        """F and the token path derivatives ``(x - b) . dF/de`` at each (task, alpha), batched:
+        the embedding layer's output is replaced by ``b + alpha (x - b)`` for every row."""
+        layer = self.adapter.embedding_layer
+        for group in self._groups(rows, lambda row: len(row[0].enc)):
+            batch = self.adapter.batch([t.enc for t, _ in group])
+            with torch.no_grad():  # a lookup, not a model pass: ``forward`` keeps the layer's hooks out of it
+                inputs, baselines = layer.forward(batch.input_ids), layer.forward(batch.baseline_ids)
+            direction = inputs - baselines
+            alphas = torch.tensor([a for _, a in group], dtype=inputs.dtype, device=inputs.device)
+            path = (baselines + alphas.view(-1, *[1] * (inputs.dim() - 1)) * direction).requires_grad_()
+            handle = layer.register_forward_hook(lambda _m, _i, _o: path)
+            try:
+                logits = self.adapter.forward(batch.input_ids, *batch.forward_kwargs.values())
+            finally:
+                handle.remove()
+            targets = torch.tensor([t.target for t, _ in group], device=logits.device)
+            chosen = logits.gather(1, targets[:, None]).squeeze(1)
+            (grads,) = torch.autograd.grad(chosen.sum(), path)
+            slopes = (grads * direction).float().sum(dim=-1).cpu()
+            for (t, a), f, row, length in zip(group, chosen.detach().float().cpu(), slopes, batch.lengths):
+                t.path[a] = (float(f), row[:length])
+
     def _integrate(self, tasks: list[_Task]) -> None:
         lig = LayerIntegratedGradients(self.adapter.forward, self.adapter.embedding_layer)
         pending = list(tasks)
@@ -300,9 +365,13 @@ class AttributionEngine:
         for t, row, length in zip(group, token_scores, batch.lengths):
             t.token_scores = row[:length]
             t.n_steps = steps
-            gap = t.f_input - t.f_baseline
-            t.delta = float(row.sum()) - gap
-            t.rel_delta = abs(t.delta) / abs(gap) if gap != 0 else (0.0 if t.delta == 0 else float("inf"))
+            self._set_delta(t)
+
+    @staticmethod
+    def _set_delta(t: _Task) -> None:
+        gap = t.f_input - t.f_baseline
+        t.delta = float(t.token_scores.sum()) - gap
+        t.rel_delta = abs(t.delta) / abs(gap) if gap != 0 else (0.0 if t.delta == 0 else float("inf"))
 
     def _converged(self, t: _Task) -> bool:
         return t.rel_delta <= self.rel_tolerance or abs(t.delta) <= self.abs_tolerance

@@ -52,9 +52,9 @@ class MonitorOptions:
     probe_sample_size: int = 32
     every_n_epochs: int | None = 1
     every_n_steps: int | None = None
-    n_steps: int = 16
+    n_steps: int = 12
     max_steps: int = 128
-    method: str = "gausslegendre"
+    method: str = "adaptive_trapezoid"
     target: str | int = "auto"
     rel_tolerance: float = 0.05
     tokens_per_chunk: int = 8192

@@ -167,7 +167,7 @@ class AttributionDriftLogic:
         forward_fn: Callable[..., torch.Tensor] | str | None = None,
         embedding_layer: nn.Module | str | None = None,
         label_names: Sequence[str] | None = None,
-        n_steps: int = 16,
+        n_steps: int = 12,
         top_k: int = 10,
         watch_tokens: Sequence[str] = (),
         run_dir: Any = "explain_runs",

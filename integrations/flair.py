@@ -214,7 +214,7 @@ class AttributionDriftPlugin(TrainerPlugin):
         *,
         every_n_epochs: int | None = 1,
         every_n_steps: int | None = None,
-        n_steps: int = 16,
+        n_steps: int = 12,
         top_k: int = 10,
         watch_tokens: Sequence[str] = (),
         run_dir: Any = "explain_runs",

@@ -78,7 +78,7 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
         every_n_epochs: int | None = 1,
         every_n_steps: int | None = None,
         run_on: str = "evaluate",
-        n_steps: int = 16,
+        n_steps: int = 12,
         top_k: int = 10,
         watch_tokens: Any = (),
         run_dir: Any = "explain_runs",

@@ -32,8 +32,8 @@ def _tokenizer(arch, bert_tok, gpt_tok):
     return gpt_tok if arch == "gpt2" else bert_tok
 
 
-def _captum_reference(engine, text, target, steps):
-    """Plain Captum LIG on one probe: same inputs, baseline, target and steps."""
+def _captum_reference(engine, text, target, steps, method="gausslegendre"):
+    """Plain Captum LIG on one probe: same inputs, baseline, target, steps and method."""
     adapter = engine.adapter
     enc = adapter.encode(ProbeSet([text])[:1])
     batch = adapter.batch(enc)
@@ -45,20 +45,26 @@ def _captum_reference(engine, text, target, steps):
             target=target,
             additional_forward_args=tuple(batch.forward_kwargs.values()),
             n_steps=steps,
-            method="gausslegendre",
+            method=method,
         )
     return attr.sum(-1)[0]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_each_architecture_matches_plain_captum(arch, bert_tok, gpt_tok):
+@pytest.mark.parametrize("method", ["adaptive_trapezoid", "gausslegendre"])
+def test_each_architecture_matches_plain_captum(arch, method, bert_tok, gpt_tok):
+    """Without refinement the own trapezoid rule is Captum's riemann_trapezoid at n + 1 points,
+    rescaled: Captum's trapezoid weights are 1/(n+1) wide and sum to n/(n+1), not 1."""
     tok = _tokenizer(arch, bert_tok, gpt_tok)
     model = tiny_model(arch, tok)
-    engine = AttributionEngine(model, tok, n_steps=12, max_steps=12, target=1)
+    engine = AttributionEngine(model, tok, n_steps=12, max_steps=12, target=1, method=method)
     records = engine.attribute(ProbeSet(TEXTS))
     assert [r.probe_id for r in records] == ["p0", "p1", "p2"]
     for text, rec in zip(TEXTS, records):
-        ref = _captum_reference(engine, text, 1, 12)
+        if method == "gausslegendre":
+            ref = _captum_reference(engine, text, 1, 12)
+        else:
+            ref = _captum_reference(engine, text, 1, 13, method="riemann_trapezoid") * 13 / 12
         assert torch.allclose(torch.tensor(rec.token_scores), ref, atol=1e-5, rtol=1e-4), arch
         assert len(rec.tokens) == len(rec.token_scores) == ref.shape[0]
         assert abs(sum(rec.word_scores) - sum(rec.token_scores[s] for s in range(len(rec.tokens)) if any(a <= s < b for a, b in rec.word_token_spans))) < 1e-5
@@ -106,6 +112,21 @@ def test_adaptive_steps_bring_95_percent_under_tolerance(trained_bert, bert_tok)
     assert max(r.n_steps for r in records) > 4
     redone = [r for r in records if r.n_steps > 4]
     assert all(r.converged or r.n_steps == 256 for r in redone)
+
+
+def test_adaptive_trapezoid_refines_only_what_misses_and_keeps_its_points(trained_bert, bert_tok):
+    texts, labels = sentiment_data(64, seed=11)
+    probes = ProbeSet([{"text": t, "label": y} for t, y in zip(texts, labels)])
+    coarse = AttributionEngine(trained_bert, bert_tok, n_steps=2, max_steps=2, rel_tolerance=0.01).attribute(probes)
+    records = AttributionEngine(trained_bert, bert_tok, n_steps=2, max_steps=256, rel_tolerance=0.01).attribute(probes)
+    assert np.mean([r.rel_delta <= 0.01 for r in coarse]) < 0.5
+    assert np.mean([r.rel_delta <= 0.01 for r in records]) >= 0.95
+    assert all(r.n_steps == 3 for r, c in zip(records, coarse) if c.converged)
+    refined = [r.n_steps for r, c in zip(records, coarse) if not c.converged]
+    assert refined and all(n > 3 for n in refined)
+    # Bisecting the worst intervals only: the point counts are not all the 2^k + 1 of a uniform grid.
+    assert any(n - 1 & (n - 2) for n in refined)
+    assert np.mean(refined) < 129
 
 
 def test_unconverged_probes_are_marked_not_hidden(trained_bert, bert_tok):
