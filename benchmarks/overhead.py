@@ -4,8 +4,8 @@ with and without it, in one process.
 Reference workload: all-MiniLM-L6-v2 with a two-class head, fine-tuned by a Lightning Trainer on
 the CPU on 2,000 generated reviews an epoch (``planted_reviews``, 5% carry a planted word;
 dynamic padding, max_length 64, batch 32, AdamW lr 5e-5) with a 300-review validation set. The
-callback runs at its defaults (32 probes, one check an epoch after validation, 16 Gauss-Legendre
-steps doubled up to 128 where the relative delta is above 5%), its run directory in a temporary
+callback runs at its defaults (32 probes, one check an epoch after validation, the trapezoid rule
+on 12 intervals, bisected up to 128 where the relative delta is above 5%), its run directory in a temporary
 folder, and gets the training texts and labels so shortcut discovery runs as in real use.
 
 Runs alternate ``without, with, with, without, ...`` so slow drift in machine load (other
@@ -496,7 +496,11 @@ class CallTimer:
         self._restore.append((owner, method))
 
     def wrap_integration_rounds(self, engine: AttributionEngine) -> None:
-        """Each group of each adaptive round: its steps, probes, padded width and seconds."""
+        """Each group of each adaptive round: its steps, probes, path points, padded width and seconds.
+        Bisection rounds of the trapezoid rule are timed whole (one call evaluates all their points)."""
+        if engine.method == "adaptive_trapezoid":
+            self._wrap_bisection_rounds(engine)
+            return
         original = engine._integrate_group
 
         def timed(lig: Any, group: list[Any], steps: int) -> None:
@@ -505,11 +509,27 @@ class CallTimer:
             seconds = time.perf_counter() - start
             for t in group:
                 self.rel_deltas.setdefault(f"{t.enc.probe.id}/{t.target}", {})[steps] = t.rel_delta
-            self.rounds.append({"steps": steps, "probes": len(group), "width": max(len(t.enc) for t in group),
+            self.rounds.append({"steps": f"{steps} steps", "probes": len(group), "points": steps * len(group),
+                                "width": max(len(t.enc) for t in group),
                                 "converged": sum(engine._converged(t) for t in group), "seconds": seconds})
 
         engine._integrate_group = timed
         self._restore.append((engine, "_integrate_group"))
+
+    def _wrap_bisection_rounds(self, engine: AttributionEngine) -> None:
+        original = engine._evaluate_path
+
+        def timed(rows: list[Any]) -> None:
+            start = time.perf_counter()
+            original(rows)
+            first = not any(len(t.path) > len(set(a for r, a in rows if r is t)) for t, _ in rows)
+            label = "first pass" if first else f"bisection {sum(r['steps'] != 'first pass' for r in self.rounds) + 1}"
+            self.rounds.append({"steps": label, "probes": len({id(t) for t, _ in rows}), "points": len(rows),
+                                "width": max(len(t.enc) for t, _ in rows), "converged": "-",
+                                "seconds": time.perf_counter() - start})
+
+        engine._evaluate_path = timed
+        self._restore.append((engine, "_evaluate_path"))
 
     def unwrap(self) -> None:
         for owner, method in reversed(self._restore):
@@ -529,12 +549,14 @@ class Variant:
 
 
 VARIANTS = [
-    Variant("defaults (16 steps, adaptive to 128)"),
-    Variant("n_steps 8, adaptive to 128", engine={"n_steps": 8}),
-    Variant("n_steps 16, fixed (no adaptive redo)", engine={"n_steps": 16, "max_steps": 16}),
+    Variant("defaults (trapezoid 12, bisected to 128)"),
+    Variant("Gauss-Legendre 16, doubled to 128 (previous default)", engine={"method": "gausslegendre"}),
+    Variant("n_steps 16, bisected to 128", engine={"n_steps": 16}),
     Variant("half of the probes", probe_share=0.5),
+    Variant("n_steps 16, fixed (no adaptive redo)", engine={"n_steps": 16, "max_steps": 16}),
     Variant("counterfactual_probes 4", discovery={"counterfactual_probes": 4}),
-    Variant("n_steps 32, adaptive to 128", engine={"n_steps": 32}),
+    Variant("n_steps 8, bisected to 128", engine={"n_steps": 8}),
+    Variant("n_steps 32, bisected to 128", engine={"n_steps": 32}),
     Variant("n_steps 8, fixed", engine={"n_steps": 8, "max_steps": 8}),
     Variant("tokens_per_chunk 4096", engine={"tokens_per_chunk": 4096}),
     Variant("tokens_per_chunk 16384", engine={"tokens_per_chunk": 16384}),
@@ -575,6 +597,7 @@ def instrument(timer: CallTimer, monitor: AttributionMonitor) -> None:
     timer.wrap(engine, "_forward_all", "forward F(x) of the probes")
     timer.wrap(engine, "_forward_baselines", "forward F(baseline) of the probes")
     timer.wrap(engine, "_integrate", "Integrated Gradients, all rounds")
+    timer.wrap(engine, "_integrate_adaptive", "Integrated Gradients, all rounds")
     timer.wrap(engine, "predict", "counterfactual predictions (tokenise + forward)", absorb=True)
     timer.wrap(monitor.discovery, "rank", "shortcut discovery, besides its predictions")
     timer.wrap(monitor.tracker, "update", "drift tracker")
@@ -599,10 +622,13 @@ def profile_of(timer: CallTimer, summary: dict[str, Any]) -> dict[str, Any]:
     """The profiled check's parts, its Integrated Gradients rounds, and other adaptive schedules."""
     rounds: dict[int, dict[str, Any]] = {}
     for r in timer.rounds:
-        entry = rounds.setdefault(r["steps"], {"steps": r["steps"], "probes": 0, "groups": 0, "converged": 0, "seconds": 0.0})
+        entry = rounds.setdefault(r["steps"], {"steps": r["steps"], "probes": 0, "points": 0, "groups": 0,
+                                               "converged": 0 if r["converged"] != "-" else "-", "seconds": 0.0})
         entry["probes"] += r["probes"]
+        entry["points"] += r["points"]
         entry["groups"] += 1
-        entry["converged"] += r["converged"]
+        if entry["converged"] != "-":
+            entry["converged"] += r["converged"]
         entry["seconds"] += r["seconds"]
     check = summary["checks"][0]
     return {
@@ -611,7 +637,7 @@ def profile_of(timer: CallTimer, summary: dict[str, Any]) -> dict[str, Any]:
         "timings_attribute_s": check["timings"]["attribute_s"],
         "parts_s": timer.seconds,
         "calls": timer.calls,
-        "rounds": sorted(rounds.values(), key=lambda r: r["steps"]),
+        "rounds": list(rounds.values()),
         "rel_delta_by_steps": timer.rel_deltas,
         "schedules": simulate_schedules(timer.rel_deltas, summary["config"]["n_steps"], summary["config"]["max_steps"]),
         "convergence": check["convergence"],
@@ -626,6 +652,8 @@ def simulate_schedules(rel_deltas: dict[str, dict[int, float]], first: int, last
     shrink with more steps); ``jump`` rules quadruple instead of double when the relative delta
     exceeds that many times the tolerance.
     """
+    if not rel_deltas:  # the trapezoid rule keeps its points: no passes to replay
+        return []
     needed = {}
     for key, by_steps in rel_deltas.items():
         ok = [s for s, r in sorted(by_steps.items()) if r <= TOLERANCE]
@@ -701,7 +729,7 @@ def time_variants(model: Any, work: Workload, scratch: Path, variants: Sequence[
             "mean_rel_delta": conv["mean_rel_delta"],
             "p95_rel_delta": conv["p95_rel_delta"],
             "mean_steps": conv["mean_steps"],
-            "path_evaluations": path_evaluations(result.snapshot.attributions, v.engine.get("n_steps", 16)),
+            "path_evaluations": path_evaluations(result.snapshot.attributions, v.engine),
             "top10_overlap_with_defaults": len(set(words) & set(reference)) / max(1, len(reference)),
             "top_candidates": candidates,
         })
@@ -712,11 +740,14 @@ def time_variants(model: Any, work: Workload, scratch: Path, variants: Sequence[
     return rows
 
 
-def path_evaluations(attributions: Sequence[Any], first_steps: int) -> float:
-    """Mean gradient evaluations along the path per probe, discarded adaptive passes included."""
+def path_evaluations(attributions: Sequence[Any], engine_options: dict[str, Any]) -> float:
+    """Mean gradient evaluations along the path per probe, discarded adaptive passes included
+    (the trapezoid rule keeps all its points, so its final count is the whole cost)."""
+    if engine_options.get("method", "adaptive_trapezoid") == "adaptive_trapezoid":
+        return sum(a.n_steps for a in attributions) / len(attributions)
     total = 0
     for a in attributions:
-        steps = first_steps
+        steps = engine_options.get("n_steps", 12)
         while steps <= a.n_steps:
             total += steps
             steps *= 2
@@ -780,8 +811,9 @@ def profile_rows(profile: dict[str, Any]) -> list[str]:
     for label, s in sorted(profile["parts_s"].items(), key=lambda kv: -kv[1]):
         lines.append(f"| {label} | {s:.2f} | {s / total:.0%} |")
     lines.append(f"| whole check | {total:.2f} | 100% |")
-    lines += ["", "| Integrated Gradients round | probes | converged after it | groups | s |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {r['steps']} steps | {r['probes']} | {r['converged']} | {r['groups']} | {r['seconds']:.2f} |"
+    lines += ["", "| Integrated Gradients round | probes | path points | converged after it | groups | s |",
+              "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['steps']} | {r['probes']} | {r['points']} | {r['converged']} | {r['groups']} | {r['seconds']:.2f} |"
               for r in profile["rounds"]]
     return lines
 
@@ -837,9 +869,9 @@ def write_results(report: dict[str, Any], stem: Path) -> None:
         "Each part's own time (nested timed calls subtracted). The summary dict and the run-directory writes "
         "come after `timings.total_s` is taken; writing summary.json and report.html at the end of the run "
         f"took {report['profile']['finish_s']:.2f} s once.", "",
-        "Other adaptive schedules on the same check, from each probe's relative delta at every step count "
-        "tried (a probe converged at n steps counts as converged above n):", "",
-        markdown_table(SCHEDULE_COLUMNS, report["profile"]["schedules"]), "",
+        *(["Other adaptive schedules on the same check, from each probe's relative delta at every step count "
+           "tried (a probe converged at n steps counts as converged above n):", "",
+           markdown_table(SCHEDULE_COLUMNS, report["profile"]["schedules"]), ""] if report["profile"]["schedules"] else []),
         f"## Settings compared on the same trained model (median of {s['variant_repeats']})", "",
         markdown_table(VARIANT_COLUMNS, variants), "",
         "rel.d: |sum(attributions) - (F(x) - F(b))| / |F(x) - F(b)| per probe. path evals: gradient evaluations "

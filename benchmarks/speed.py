@@ -7,10 +7,20 @@ side by side in one process:
 1. Captum LIG per text: one ``LayerIntegratedGradients.attribute`` call per text at 50
    Gauss-Legendre steps, the loop transformers-interpret and interpret-flair run.
 2. transformers-interpret: its ``SequenceClassificationExplainer`` at its defaults.
-3. engine defaults: ``AttributionEngine`` over all probes at once, 16 steps, doubled up to
-   128 for probes whose relative delta exceeds 5%.
-4. engine batched, fixed 50: ``AttributionEngine`` with 50 fixed steps, to separate what batching
-   buys from what adaptive steps buy.
+3. engine defaults: ``AttributionEngine`` over all probes at once: the trapezoid rule on 12
+   intervals, whose intervals that miss are bisected (points kept) until the relative delta is
+   at most 5%, up to 128 intervals.
+4. engine, trapezoid 16: the same from 16 intervals, for more accurate token scores.
+5. engine, Gauss-Legendre doubled: the engine's previous default, 16 Gauss-Legendre steps, redone
+   at 32, 64 and 128 for probes above 5%.
+6. engine batched, fixed 50: ``AttributionEngine`` with 50 fixed Gauss-Legendre steps, to separate
+   what batching buys from what adaptive steps buy.
+
+A small completeness delta does not prove accurate token scores (errors of opposite sign can
+cancel), so each method's token attributions are also compared with a reference: the same
+target's logit attributed with 128 Gauss-Legendre steps (token error: the L1 distance to the
+reference over the reference's L1 norm). transformers-interpret attributes the softmax
+probability, which has no such reference here.
 
 Every method's relative delta is computed the same way, from its own attributions:
 ``|sum(attributions) - (F(x) - F(b))| / |F(x) - F(b)|``, where ``F`` is what the method attributes
@@ -58,8 +68,11 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TOLERANCE = 0.05
 CAPTUM = "Captum LIG per text, 50 steps"
 TI = "transformers-interpret, 50 steps"
-ENGINE_DEFAULT = "engine defaults (16, adaptive)"
+ENGINE_DEFAULT = "engine defaults (trapezoid 12, bisected)"
+ENGINE_16 = "engine, trapezoid 16 bisected"
+ENGINE_GL = "engine, Gauss-Legendre 16 doubled"
 ENGINE_FIXED = "engine batched, fixed 50"
+REFERENCE_STEPS = 128
 
 
 @dataclass
@@ -72,6 +85,9 @@ class ProbeOutcome:
     n_steps: int
     path_evaluations: int
     own_delta: float | None = None
+    token_scores: Any = None  # of the target's logit, to compare with the reference; None for probabilities
+
+    token_error: float | None = None
 
     @property
     def rel_delta(self) -> float:
@@ -93,6 +109,12 @@ class MethodResult:
     def ms_per_probe(self) -> float:
         return 1000 * statistics.median(self.repeat_seconds) / len(self.outcomes)
 
+    def token_error_summary(self) -> dict[str, float | None]:
+        errors = [o.token_error for o in self.outcomes]
+        if any(e is None for e in errors):
+            return {"mean_token_error": None, "p95_token_error": None}
+        return {"mean_token_error": float(np.mean(errors)), "p95_token_error": float(np.quantile(errors, 0.95))}
+
     def summary(self) -> dict[str, float]:
         rel = np.array([o.rel_delta for o in self.outcomes])
         return {
@@ -102,6 +124,7 @@ class MethodResult:
             "p95_rel_delta": float(np.quantile(rel, 0.95)),
             "max_rel_delta": float(np.max(rel)),
             "mean_steps": float(np.mean([o.n_steps for o in self.outcomes])),
+            **self.token_error_summary(),
             "mean_path_evaluations": float(np.mean([o.path_evaluations for o in self.outcomes])),
             "model_tokens_per_probe": self.model_tokens / len(self.outcomes),
         }
@@ -193,17 +216,21 @@ class Measurement:
 
 
 class TokenCounter:
-    """Counts the (padded) token ids entering the embedding layer, i.e. every forward pass's size."""
+    """Counts the (padded) token ids of every forward pass of the model: the work done.
 
-    def __init__(self, layer: torch.nn.Module):
-        self.layer, self.tokens, self._handle = layer, 0, None
+    It hooks the model, not its embedding layer, so cheap embedding lookups outside a forward
+    pass (the engine computes the path's end points with one) are not counted as work."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model, self.tokens, self._handle = model, 0, None
 
     def __enter__(self) -> "TokenCounter":
-        self._handle = self.layer.register_forward_hook(self._count)
+        self._handle = self.model.register_forward_pre_hook(self._count, with_kwargs=True)
         return self
 
-    def _count(self, _module: Any, inputs: tuple, _output: Any) -> None:
-        self.tokens += inputs[0].numel()
+    def _count(self, _module: Any, args: tuple, kwargs: dict) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        self.tokens += ids.numel() if ids is not None else 0
 
     def __exit__(self, *exc: Any) -> None:
         self._handle.remove()
@@ -211,7 +238,7 @@ class TokenCounter:
 
 def timed(model: Any, work: Callable[[], Any]) -> tuple[Any, float, int]:
     """Run ``work``; return its result, wall seconds and the tokens it pushed through the model."""
-    with TokenCounter(model.get_input_embeddings()) as counter:
+    with TokenCounter(model) as counter:
         start = time.perf_counter()
         result = work()
         seconds = time.perf_counter() - start
@@ -243,7 +270,7 @@ def run_captum(model: Any, tokenizer: Any, texts: Sequence[str], targets: Sequen
     for (token_scores, captum_delta), text, target in zip(raw, texts, targets):
         at_input, at_path_baseline, _ = path_end_points(model, *encode_one(tokenizer, text))
         o = ProbeOutcome(float(token_scores.sum()), float(at_input[target]), float(at_path_baseline[target]),
-                         50, 50, own_delta=captum_delta)
+                         50, 50, own_delta=captum_delta, token_scores=token_scores)
         own_vs_shared.append(abs(captum_delta - (o.token_sum - (o.f_input - o.f_baseline))))
         outcomes.append(o)
     return Measurement(seconds, tokens, outcomes, {"max_abs_diff_captum_delta_vs_shared_definition": max(own_vs_shared)})
@@ -283,9 +310,12 @@ def run_transformers_interpret(explainer: Any, model: Any, tokenizer: Any, texts
     return Measurement(seconds, tokens, outcomes, notes)
 
 
-def path_evaluations(final_steps: int, first_steps: int) -> int:
-    """Gradient evaluations along the path a probe cost: every pass up to its final one."""
-    total, steps = 0, first_steps
+def path_evaluations(final_steps: int, engine: AttributionEngine) -> int:
+    """Gradient evaluations along the path a probe cost: the points kept by the adaptive trapezoid
+    rule, or every Gauss-Legendre pass up to the final one."""
+    if engine.method == "adaptive_trapezoid":
+        return final_steps
+    total, steps = 0, engine.n_steps
     while steps <= final_steps:
         total += steps
         steps *= 2
@@ -296,7 +326,7 @@ def run_engine(engine: AttributionEngine, probes: ProbeSet) -> Measurement:
     records, seconds, tokens = timed(engine.adapter.model, lambda: engine.attribute(probes))
     outcomes = [
         ProbeOutcome(float(sum(r.token_scores)), r.f_input, r.f_baseline, r.n_steps,
-                     path_evaluations(r.n_steps, engine.n_steps), own_delta=r.delta)
+                     path_evaluations(r.n_steps, engine), own_delta=r.delta, token_scores=torch.tensor(r.token_scores))
         for r in records
     ]
     own = max(abs(r.rel_delta - o.rel_delta) for r, o in zip(records, outcomes))
@@ -326,6 +356,8 @@ COLUMNS = [
     ("share_under_tolerance", "rel.d <= 5%", "{:.0%}"),
     ("mean_rel_delta", "mean rel.d", "{:.4f}"),
     ("p95_rel_delta", "p95 rel.d", "{:.4f}"),
+    ("mean_token_error", "token err", "{:.4f}"),
+    ("p95_token_error", "p95 token err", "{:.4f}"),
     ("mean_steps", "mean steps", "{:.1f}"),
     ("mean_path_evaluations", "path evals", "{:.1f}"),
     ("model_tokens_per_probe", "tokens", "{:.0f}"),
@@ -335,8 +367,10 @@ COLUMNS = [
 LEGEND = (
     "ms / probe: median over repeats of the wall time for the whole set, per probe. x Captum, x TI: "
     "speed-up (time ratio, same run). rel.d: |sum(attributions) - (F(x) - F(b))| / |F(x) - F(b)|, computed "
-    "the same way for every method, F(b) at the end of the integrated path. mean steps: final steps per "
-    "probe. path evals: gradient evaluations along the path per probe, discarded adaptive passes included. "
+    "the same way for every method, F(b) at the end of the integrated path. token err: L1 distance of the "
+    f"token attributions to a {REFERENCE_STEPS}-step Gauss-Legendre reference over the reference's L1 norm (n/a: "
+    "a softmax probability is attributed). mean steps: final steps per "
+    "probe (points evaluated, for the trapezoid rule). path evals: gradient evaluations along the path per probe, discarded adaptive passes included. "
     "tokens: padded tokens through the model's forward passes per probe, a measure of work free of timing noise."
 )
 
@@ -427,16 +461,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     explainer, ti_missing = (None, "skipped (--skip-ti)") if args.skip_ti else make_transformers_interpret(model, tokenizer)
     engine_default = AttributionEngine(model, tokenizer, target="gold")
-    engine_fixed = AttributionEngine(model, tokenizer, target="gold", n_steps=50, max_steps=50)
+    engine_16 = AttributionEngine(model, tokenizer, target="gold", n_steps=16)
+    engine_gl = AttributionEngine(model, tokenizer, target="gold", method="gausslegendre", n_steps=16)
+    engine_fixed = AttributionEngine(model, tokenizer, target="gold", n_steps=50, max_steps=50, method="gausslegendre")
     warm = ProbeSet([probes[0]])
     methods: dict[str, Callable[[Sequence[str], Sequence[int], ProbeSet], Measurement]] = {
         CAPTUM: lambda t, y, p: run_captum(model, tokenizer, t, y),
         ENGINE_DEFAULT: lambda t, y, p: run_engine(engine_default, p),
+        ENGINE_16: lambda t, y, p: run_engine(engine_16, p),
+        ENGINE_GL: lambda t, y, p: run_engine(engine_gl, p),
         ENGINE_FIXED: lambda t, y, p: run_engine(engine_fixed, p),
     }
     if explainer is not None:
         methods[TI] = lambda t, y, p: run_transformers_interpret(explainer, model, tokenizer, t, y)
-    order = [m for m in (CAPTUM, TI, ENGINE_DEFAULT, ENGINE_FIXED) if m in methods]
+    order = [m for m in (CAPTUM, TI, ENGINE_DEFAULT, ENGINE_16, ENGINE_GL, ENGINE_FIXED) if m in methods]
     results = {m: MethodResult(m) for m in order}
     for m in order:  # one warm-up probe each
         methods[m](texts[:1], targets[:1], warm)
@@ -446,6 +484,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             results[m].repeat_seconds.append(measured.seconds)
             results[m].outcomes, results[m].notes = measured.outcomes, measured.notes
             results[m].model_tokens = measured.model_tokens
+
+    reference = AttributionEngine(model, tokenizer, target="gold", method="gausslegendre",
+                                  n_steps=REFERENCE_STEPS, max_steps=REFERENCE_STEPS).attribute(probes)
+    for m in order:
+        for o, ref in zip(results[m].outcomes, reference):
+            if o.token_scores is not None:
+                ref_scores = torch.tensor(ref.token_scores)
+                o.token_error = float((o.token_scores - ref_scores).abs().sum() / ref_scores.abs().sum())
 
     # The shared definition of F(b) equals the forward of the baseline ids for this model (arange positions).
     end_gap = 0.0

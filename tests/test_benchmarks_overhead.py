@@ -26,7 +26,7 @@ def test_overhead_help_names_the_modes():
 
 @pytest.mark.slow
 def test_overhead_tiny_run_writes_both_arms_profile_and_variants(tmp_path: Path):
-    args = [sys.executable, str(SCRIPT), "--tiny", "--variants", "1,3", "--out", str(tmp_path), "--name", "tiny"]
+    args = [sys.executable, str(SCRIPT), "--tiny", "--variants", "1,2,3", "--out", str(tmp_path), "--name", "tiny"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=300, env=ENV)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -53,22 +53,24 @@ def test_overhead_tiny_run_writes_both_arms_profile_and_variants(tmp_path: Path)
     assert len(report["load_average"]["start"]) == 3
 
     profile = report["profile"]
-    assert profile["rounds"][0]["steps"] == 16 and sum(r["probes"] for r in profile["rounds"][:1]) == 8
+    assert profile["rounds"][0]["steps"] == "first pass" and profile["rounds"][0]["probes"] == 8
+    assert profile["rounds"][0]["points"] == 8 * 13
     assert profile["parts_s"]["Integrated Gradients, all rounds"] > 0
     # the parts add up to the whole check, which the run's summary.json timed as well
     assert profile["check_wall_s"] == pytest.approx(sum(profile["parts_s"].values()))
     assert profile["timings_total_s"] == pytest.approx(with_cb["check_total_s"][0])
     assert profile["timings_total_s"] <= profile["check_wall_s"] <= with_cb["hook_s"]["on_validation_end"]
-    assert profile["schedules"][0]["vs_engine_now"] == pytest.approx(1.0)
+    assert profile["schedules"] == []  # nothing to replay: the trapezoid rule keeps its points
 
     rows = {r["variant"]: r for r in report["variants"]}
-    assert list(rows) == ["defaults (16 steps, adaptive to 128)", "n_steps 8, adaptive to 128", "half of the probes"]
-    assert rows["defaults (16 steps, adaptive to 128)"]["speedup_vs_defaults"] == pytest.approx(1.0)
-    assert rows["n_steps 8, adaptive to 128"]["mean_steps"] >= 8
+    assert list(rows) == ["defaults (trapezoid 12, bisected to 128)", "Gauss-Legendre 16, doubled to 128 (previous default)",
+                          "n_steps 16, bisected to 128", "half of the probes"]
+    assert rows["defaults (trapezoid 12, bisected to 128)"]["speedup_vs_defaults"] == pytest.approx(1.0)
+    assert rows["n_steps 16, bisected to 128"]["mean_steps"] >= 17
     assert rows["half of the probes"]["probes"] == 4
     for row in rows.values():
         assert row["check_s"] > 0 and 0 <= row["share_under_tolerance"] <= 1
 
     table = (tmp_path / "tiny.md").read_text()
     assert "# Training overhead: 200 examples an epoch" in table
-    assert "| n_steps 8, adaptive to 128 |" in table and "Load average" in table
+    assert "| n_steps 16, bisected to 128 |" in table and "Load average" in table
