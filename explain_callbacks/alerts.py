@@ -58,8 +58,12 @@ class AlertRules:
     ``min_checks``: a condition must hold at that many consecutive checks before its alert
     is raised (1 raises at the first check it holds).
     ``shortcut_min_score`` applies to candidates backed by both training-data statistics and
-    counterfactual flips; ``shortcut_min_score_partial`` (stricter) to candidates that have
-    only one of the two; candidates with attribution evidence alone never alert, because
+    counterfactual flips; ``shortcut_min_score_pure`` (lower) to such candidates whose training
+    purity is at least ``pure_purity_lower`` even at the lower end of its interval (a word seen
+    with one label only, often enough to be sure: genuine words occur in negations and
+    contrasts and are not that pure, and early reliance on such a word should not wait for it to
+    dominate); ``shortcut_min_score_partial`` (stricter) to candidates that have only one of the
+    two; candidates with attribution evidence alone never alert, because
     genuine sentiment words dominate attributions in a clean run too.
     """
 
@@ -73,6 +77,8 @@ class AlertRules:
         max_unconverged_fraction: float = 0.2,
         shortcut_min_score: float = 0.5,
         shortcut_min_score_partial: float = 0.65,
+        shortcut_min_score_pure: float = 0.15,
+        pure_purity_lower: float = 0.9,
         min_checks: int = 1,
         severities: Mapping[str, str] | None = None,
     ):
@@ -125,6 +131,14 @@ class AlertRules:
                 f"must be at least shortcut_min_score ({self.shortcut_min_score}), got "
                 f"{self.shortcut_min_score_partial}."
             )
+        self.shortcut_min_score_pure = _check_fraction("shortcut_min_score_pure", shortcut_min_score_pure, True)
+        if self.shortcut_min_score_pure > self.shortcut_min_score:
+            raise ValueError(
+                "AlertRules: shortcut_min_score_pure is for candidates with the strongest training "
+                f"evidence and must be at most shortcut_min_score ({self.shortcut_min_score}), got "
+                f"{self.shortcut_min_score_pure}."
+            )
+        self.pure_purity_lower = _check_fraction("pure_purity_lower", pure_purity_lower, True)
         if isinstance(min_checks, bool) or not isinstance(min_checks, int) or min_checks < 1:
             raise ValueError(f"AlertRules: min_checks must be a positive integer, got {min_checks!r}.")
         self.min_checks = min_checks
@@ -168,6 +182,9 @@ class AlertRules:
         if "training" not in basis:
             return None  # without training statistics a genuine class word looks the same
         if "counterfactual" in basis:
+            purity_lower = (candidate.get("evidence") or {}).get("purity_lower")
+            if purity_lower is not None and purity_lower >= self.pure_purity_lower:
+                return self.shortcut_min_score_pure
             return self.shortcut_min_score
         return self.shortcut_min_score_partial
 

@@ -131,6 +131,26 @@ def test_shortcut_threshold_depends_on_evidence():
     assert zorblax.severity == "warning"
 
 
+def test_a_word_seen_with_one_label_only_alerts_at_a_lower_score():
+    rules = AlertRules()
+    check = snapshot(0, [attribution("p0", ["a"], [1.0])])
+    full = ["attribution", "training", "counterfactual"]
+
+    def pure(word, score, purity_lower, basis=full):
+        c = candidate(word, score, basis)
+        c["evidence"]["purity_lower"] = purity_lower
+        return c
+
+    new = rules.evaluate(check, {}, [
+        pure("zorblax", 0.2, 0.92),                              # 20 of 20 training examples positive
+        pure("awful", 0.3, 0.78),                                # a genuine word: negations keep it below 0.9
+        pure("quux", 0.12, 0.95),                                # pure, but too little reliance yet
+        pure("plonk", 0.6, 0.97, ["attribution", "training"]),   # no flips measured: the partial threshold
+    ])
+    assert [a.token for a in new] == ["zorblax"]
+    assert new[0].evidence["threshold"] == 0.15
+
+
 def test_severities_can_be_raised():
     rules = AlertRules(max_unconverged_fraction=0.0, severities={"convergence": "error"})
     assert rules.evaluate(convergence_check(0, 1), {}, [])[0].severity == "error"
@@ -158,6 +178,7 @@ def test_state_dict_round_trip():
      ({"invariance_pairs": ["p0p1"]}, "two probe ids"), ({"invariance_pairs": [("p0", "p0")]}, "same probe"),
      ({"max_unconverged_fraction": -0.1}, "max_unconverged_fraction"), ({"min_checks": 0}, "min_checks"),
      ({"shortcut_min_score": 0.8, "shortcut_min_score_partial": 0.6}, "at least"),
+     ({"shortcut_min_score_pure": 0.6}, "at most"), ({"pure_purity_lower": 0}, "pure_purity_lower"),
      ({"severities": {"shortcut": "fatal"}}, "severity"), ({"severities": {"nope": "info"}}, "unknown rule")],
 )
 def test_rejects_bad_options(kwargs, message):
