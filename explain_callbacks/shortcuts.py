@@ -205,8 +205,10 @@ class ShortcutDiscovery:
             row["score"] = self._score(row)
         if predict_fn is not None and self.counterfactual_words:
             # the most promising by the evidence so far (dominance alone without training data)
+            # (a closed purity gate scores 0 whatever the flips: those words are not worth the forwards)
             by_promise = sorted(rows, key=lambda r: (-r["score"], -r["attribution"]["dominance"], r["word"]))
-            tested = [r for r in by_promise if r["attribution"]["dominance"] > 0][: self.counterfactual_words]
+            tested = [r for r in by_promise if r["attribution"]["dominance"] > 0 and self._gate(r) > 0]
+            tested = tested[: self.counterfactual_words]
             self._counterfactuals(tested, snapshot, predict_fn)
             for row in tested:
                 if row["flips"] is not None:
@@ -251,12 +253,15 @@ class ShortcutDiscovery:
                 return attribution.prediction
         return None
 
+    @staticmethod
+    def _gate(row: dict[str, Any]) -> float:
+        if not row["train"]:
+            return 0.5
+        low, high = PURITY_GATE
+        return min(1.0, max(0.0, (row["train"]["purity_excess"] - low) / (high - low)))
+
     def _score(self, row: dict[str, Any]) -> float:
-        if row["train"]:
-            low, high = PURITY_GATE
-            gate = min(1.0, max(0.0, (row["train"]["purity_excess"] - low) / (high - low)))
-        else:
-            gate = 0.5
+        gate = self._gate(row)
         flips = [f for f in ((row["flips"] or {}).get(k) for k in ("insertion", "removal")) if f is not None]
         return gate * max([row["attribution"]["dominance"], *flips])
 

@@ -187,6 +187,26 @@ def test_counterfactual_cost_is_bounded(planted_run):
     assert len(calls) == 2 and calls[1] <= 2 * (3 + 3)
 
 
+def test_counterfactuals_skip_words_the_purity_gate_closes(planted_run):
+    """A closed gate scores 0 whatever the flips, so such words cost no forwards: every word
+    tried by insertion ends up a candidate (score > 0), and words with a closed gate are not tried."""
+    texts, labels, predict, check = planted_run
+    edited = []
+
+    def recording_predict(batch):
+        edited.extend(batch)
+        return predict(batch)
+
+    discovery = ShortcutDiscovery(texts, labels, counterfactual_words=50, max_candidates=50)
+    candidates = {c["word"] for c in discovery.rank(check, recording_predict)}
+    originals = {a.text for a in check.attributions}
+    inserted = {t.split(" ", 1)[0] for t in edited if t not in originals and t.split(" ", 1)[1] in originals}
+    assert "zorblax" in inserted and inserted <= candidates
+    closed = [w for w in NEUTRAL + ["great", "awful"]
+              if (stats := discovery.word_statistics(w)) is not None and stats["purity_excess"] <= 0.5]
+    assert closed and not set(closed) & inserted
+
+
 def test_word_statistics_and_tokenisation():
     assert training_words("Great, GREAT film!! it's") == {"great", "film", "it", "s"}
     discovery = ShortcutDiscovery(["a b", "a c", "a b", "b"], [1, 1, 0, 0], min_count=2)
