@@ -42,7 +42,8 @@ class ProbeAttribution:
     divided by the sum of their absolute values (an L1 share, sign kept), so probes of
     different length and confidence compare. ``delta`` is the signed completeness error
     ``sum(attributions) - (F(x) - F(baseline))`` and ``rel_delta`` is
-    ``|delta| / |F(x) - F(baseline)|``.
+    ``|delta| / |F(x) - F(baseline)|``. ``n_steps`` is the steps of the final pass: for the
+    adaptive trapezoid rule, the points evaluated along the path (every one of them is kept).
     """
 
     probe_id: str
