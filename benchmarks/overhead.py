@@ -58,6 +58,7 @@ from explain_callbacks.monitor import AttributionMonitor
 from explain_callbacks.integrations.lightning import AttributionDriftCallback
 from explain_callbacks.shortcuts import ShortcutDiscovery, training_words
 from explain_callbacks.synthetic import planted_reviews
+from tables import markdown_table
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TARGET_OVERHEAD = 0.05
@@ -755,17 +756,6 @@ def path_evaluations(attributions: Sequence[Any], engine_options: dict[str, Any]
 
 
 # ------------------------------------------------------------------------------ reporting
-def markdown_table(columns: Sequence[tuple[str, str, str]], rows: Sequence[dict[str, Any]]) -> str:
-    def cell(row: dict[str, Any], key: str, fmt: str) -> str:
-        value = row.get(key)
-        return "n/a" if value is None else fmt.format(value)
-
-    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |",
-             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|"]
-    lines += ["| " + " | ".join(cell(r, k, f) for k, _, f in columns) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 RUN_COLUMNS = [
     ("order", "run", "{}"),
     ("arm", "callback", "{}"),

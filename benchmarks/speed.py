@@ -63,6 +63,7 @@ from captum.attr import LayerIntegratedGradients
 
 from explain_callbacks import AttributionEngine, ProbeSet
 from explain_callbacks.synthetic import planted_reviews
+from tables import cell, markdown_table
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TOLERANCE = 0.05
@@ -394,18 +395,6 @@ def check_targets(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return targets
 
 
-def _cell(row: dict[str, Any], key: str, fmt: str) -> str:
-    value = row.get(key)
-    return "n/a" if value is None else fmt.format(value)
-
-
-def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(h for _, h, _ in COLUMNS) + " |",
-             "|" + "|".join("---" if k == "method" else "---:" for k, _, _ in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(_cell(r, k, f) for k, _, f in COLUMNS) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def print_table(rows: Sequence[dict[str, Any]], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -414,7 +403,7 @@ def print_table(rows: Sequence[dict[str, Any]], title: str) -> None:
     for key, header, _ in COLUMNS:
         table.add_column(header, justify="left" if key == "method" else "right")
     for r in rows:
-        table.add_row(*(_cell(r, k, f) for k, _, f in COLUMNS))
+        table.add_row(*(cell(r, k, f) for k, _, f in COLUMNS))
     Console(width=160).print(table)
 
 
@@ -554,7 +543,7 @@ def write_results(report: dict[str, Any], stem: Path) -> None:
         f"Environment: Python {report['environment']['python']}, torch {report['environment']['torch']}, "
         f"{report['environment']['cpu_count']} CPUs, torch threads: {s['threads']}. "
         f"transformers-interpret: {report['transformers_interpret']}.", "",
-        markdown_table(report["rows"]), "",
+        markdown_table(COLUMNS, report["rows"]), "",
         *(f"- Target {'met' if t['met'] else 'MISSED'}: {t['target']}." for t in report.get("targets", {}).values()), "",
         LEGEND, "",
         *_ti_own_delta_note(report),

@@ -1,0 +1,21 @@
+"""Markdown tables for the benchmark scripts: columns are ``(key, header, format)`` triples."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+Column = tuple[str, str, str]
+
+
+def cell(row: dict[str, Any], key: str, fmt: str) -> str:
+    """``row[key]`` formatted, or ``n/a`` when it is missing or ``None``."""
+    value = row.get(key)
+    return "n/a" if value is None else fmt.format(value)
+
+
+def markdown_table(columns: Sequence[Column], rows: Sequence[dict[str, Any]]) -> str:
+    """The first column left-aligned (a label), the others right-aligned (figures)."""
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |",
+             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|"]
+    lines += ["| " + " | ".join(cell(r, k, f) for k, _, f in columns) + " |" for r in rows]
+    return "\n".join(lines)
