@@ -37,6 +37,8 @@ from .records import ProbeAttribution
 log = logging.getLogger(__name__)
 
 ADAPTIVE = "adaptive_trapezoid"
+DEFAULT_N_STEPS = 12
+DEFAULT_MAX_STEPS = 128
 METHODS = (ADAPTIVE, "gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right")
 TARGET_MODES = ("auto", "gold", "predicted", "all")
 
@@ -82,12 +84,12 @@ class AttributionEngine:
         adapter_or_model: Any,
         tokenizer: Any = None,
         *,
-        n_steps: int = 12,
+        n_steps: int = DEFAULT_N_STEPS,
         method: str = ADAPTIVE,
         target: str | int = "auto",
         rel_tolerance: float = 0.05,
         abs_tolerance: float = 1e-4,
-        max_steps: int = 128,
+        max_steps: int = DEFAULT_MAX_STEPS,
         tokens_per_chunk: int = 8192,
         **adapter_options: Any,
     ):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .alerts import AlertRules
-from .engine import AttributionEngine
+from .engine import ADAPTIVE, DEFAULT_MAX_STEPS, DEFAULT_N_STEPS, AttributionEngine
 from .monitor import FAIL_ON, AttributionMonitor
 from .probes import ProbeSet, as_probe_set
 from .sinks.base import Sink
@@ -52,9 +52,9 @@ class MonitorOptions:
     probe_sample_size: int = 32
     every_n_epochs: int | None = 1
     every_n_steps: int | None = None
-    n_steps: int = 12
-    max_steps: int = 128
-    method: str = "adaptive_trapezoid"
+    n_steps: int = DEFAULT_N_STEPS
+    max_steps: int = DEFAULT_MAX_STEPS
+    method: str = ADAPTIVE
     target: str | int = "auto"
     rel_tolerance: float = 0.05
     tokens_per_chunk: int = 8192
