@@ -18,7 +18,9 @@ checkpoint's ``trainer_state.json`` and read back at ``on_train_begin`` of a res
 history and alerts continue, whatever ``restore_callback_states_from_checkpoint`` says. When it
 is ``True``, Hugging Face replaces the callback with one rebuilt from its JSON-able options, so
 options JSON cannot hold (sinks, a tokenizer object, custom ``rules``) are lost for the resumed
-run; a warning names them. Leave it ``False`` to keep them.
+run; a warning names them. Leave it ``False`` to keep them. ``training_texts`` and
+``training_labels`` are never stored: they are the user's training data, too big and too
+private to copy into every checkpoint.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ except ImportError:  # pragma: no cover - older transformers: no checkpointed ca
 log = logging.getLogger(__name__)
 
 RUN_ON = ("evaluate", "epoch_end")
+TRAINING_DATA = ("training_texts", "training_labels")
 WANDB_STEP_KEY = "train/global_step"
 
 
@@ -282,7 +285,10 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
         """What ``trainer_state.json`` keeps: JSON-able options, the monitor's state, the schedule."""
         json_args, dropped = {}, []
         for name, value in self._init_args.items():
-            if name in ("tokenizer", "sinks") and not value:
+            if name in ("tokenizer", "sinks", *TRAINING_DATA) and not value:
+                continue
+            if name in TRAINING_DATA:
+                dropped.append(name)  # user data, thousands of texts: not copied into every checkpoint
                 continue
             try:
                 json.dumps(value)

@@ -251,6 +251,17 @@ def test_state_is_json_and_names_what_json_cannot_hold(tmp_path):
     assert rebuilt.rebuilt_without == ["sinks"] and not cb.rebuilt_without
 
 
+def test_state_keeps_training_data_out_of_trainer_state(tmp_path):
+    texts = [f"review number {i} with a marker word" for i in range(2000)]
+    cb = AttributionDriftCallback(["great movie", "awful plot"], run_dir=tmp_path, training_texts=texts,
+                                  training_labels=[i % 2 for i in range(2000)])
+    dumped = json.dumps(cb.state())
+    assert "marker word" not in dumped and len(dumped) < 4000
+    state = json.loads(dumped)
+    assert state["attributes"]["rebuilt_without"] == ["training_texts", "training_labels"]
+    assert AttributionDriftCallback.from_state(state).options.training_texts is None
+
+
 def test_run_on_evaluate_needs_an_eval_strategy(tmp_path):
     cb = AttributionDriftCallback(**FAST, run_dir=tmp_path / "runs")
     trainer = make_trainer(tmp_path, [cb], eval_strategy="no")
