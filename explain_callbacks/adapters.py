@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from .isolation import isolated_from_training
 from .probes import Probe
 
 
@@ -356,13 +357,63 @@ class ForwardFunctionAdapter(TokenizerAdapter):
             raise AdapterError("label_names unknown; pass label_names= to ForwardFunctionAdapter.")
         return self._label_names
 
-    def infer_label_names(self, n: int) -> None:
-        if self._label_names is None:
-            self._label_names = [f"LABEL_{i}" for i in range(n)]
+    def infer_label_names(self, probe: Probe) -> None:
+        """Name the classes ``LABEL_0``, ... from one forward pass on ``probe``, unless
+        ``label_names`` were given."""
+        if self._label_names is not None:
+            return
+        batch = self.batch(self.encode([probe]))
+        with isolated_from_training(self.model), torch.no_grad():
+            scores = self.forward(batch.input_ids, *batch.forward_kwargs.values())
+        self._label_names = [f"LABEL_{i}" for i in range(int(scores.shape[-1]))]
 
     def forward(self, input_ids: torch.Tensor, *forward_args: torch.Tensor) -> torch.Tensor:
         out = self._forward_fn(input_ids, *forward_args)
         return getattr(out, "logits", out)
+
+
+def is_hf_model(obj: Any) -> bool:
+    """A ``PreTrainedModel`` by duck type: a module with ``.config`` and ``get_input_embeddings``."""
+    return (
+        isinstance(obj, nn.Module)
+        and getattr(obj, "config", None) is not None
+        and callable(getattr(obj, "get_input_embeddings", None))
+    )
+
+
+def resolve_attr(root: nn.Module, path: str, option: str) -> Any:
+    """``root.<path>`` (dotted); a missing attribute names the ``option`` that gave the path."""
+    obj: Any = root
+    for part in path.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"{option}={path!r}: {type(root).__name__} has no attribute {path!r}.")
+        obj = getattr(obj, part)
+    return obj
+
+
+def find_hf_model(module: nn.Module, model_attr: str | None = None) -> nn.Module:
+    """The classifier to attribute inside a training wrapper (a LightningModule, say):
+    ``module.<model_attr>``, the module itself, or its one Hugging Face child."""
+    if model_attr is not None:
+        model = resolve_attr(module, model_attr, "model_attr")
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model_attr={model_attr!r} is a {type(model).__name__}, not an nn.Module.")
+        return model
+    if is_hf_model(module):
+        return module
+    names = [name for name, child in module.named_children() if is_hf_model(child)]
+    if len(names) == 1:
+        return getattr(module, names[0])
+    owner = type(module).__name__
+    if not names:
+        raise ValueError(
+            f"no Hugging Face model found among the attributes of {owner}. Name it with "
+            "model_attr='...', or for a custom model pass forward_fn= and embedding_layer=."
+        )
+    raise ValueError(
+        f"{owner} holds several Hugging Face models ({', '.join(names)}); name the classifier "
+        f"to attribute with model_attr=, e.g. model_attr={names[0]!r}."
+    )
 
 
 def as_adapter(model_or_adapter: Any, tokenizer: Any = None, **kwargs: Any) -> ModelAdapter:

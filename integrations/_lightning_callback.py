@@ -16,8 +16,13 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from explain_callbacks.adapters import ForwardFunctionAdapter, HuggingFaceAdapter, ModelAdapter
-from explain_callbacks.isolation import isolated_from_training
+from explain_callbacks.adapters import (
+    ForwardFunctionAdapter,
+    HuggingFaceAdapter,
+    ModelAdapter,
+    find_hf_model,
+    resolve_attr,
+)
 from explain_callbacks.monitor import AttributionMonitor
 from explain_callbacks.options import MonitorOptions
 from explain_callbacks.probes import ProbeError, ProbeSet
@@ -45,48 +50,6 @@ class LoggerSink:
         self.logger.save()
 
 
-def is_hf_model(obj: Any) -> bool:
-    """A ``PreTrainedModel`` by duck type: a module with ``.config`` and ``get_input_embeddings``."""
-    return (
-        isinstance(obj, nn.Module)
-        and getattr(obj, "config", None) is not None
-        and callable(getattr(obj, "get_input_embeddings", None))
-    )
-
-
-def resolve_attr(root: nn.Module, path: str, option: str) -> Any:
-    obj: Any = root
-    for part in path.split("."):
-        if not hasattr(obj, part):
-            raise ValueError(f"{option}={path!r}: {type(root).__name__} has no attribute {path!r}.")
-        obj = getattr(obj, part)
-    return obj
-
-
-def find_hf_model(pl_module: nn.Module, model_attr: str | None) -> nn.Module:
-    """The classifier to attribute: ``model_attr``, the module itself, or its one HF child."""
-    if model_attr is not None:
-        model = resolve_attr(pl_module, model_attr, "model_attr")
-        if not isinstance(model, nn.Module):
-            raise ValueError(f"model_attr={model_attr!r} is a {type(model).__name__}, not an nn.Module.")
-        return model
-    if is_hf_model(pl_module):
-        return pl_module
-    names = [name for name, child in pl_module.named_children() if is_hf_model(child)]
-    if len(names) == 1:
-        return getattr(pl_module, names[0])
-    module = type(pl_module).__name__
-    if not names:
-        raise ValueError(
-            f"no Hugging Face model found among the attributes of {module}. Name it with "
-            "model_attr='...', or for a custom model pass forward_fn= and embedding_layer=."
-        )
-    raise ValueError(
-        f"{module} holds several Hugging Face models ({', '.join(names)}); name the classifier "
-        f"to attribute with model_attr=, e.g. model_attr={names[0]!r}."
-    )
-
-
 def refuse_sharded_strategy(strategy: Any) -> None:
     names = [cls.__name__ for cls in type(strategy).__mro__]
     if any(word in name for name in names for word in REFUSED_STRATEGIES):
@@ -109,14 +72,6 @@ def validation_dataset(pl: Any, trainer: Any) -> Any:
     if isinstance(loaders, (list, tuple)):
         loaders = loaders[0] if loaders else None
     return getattr(loaders, "dataset", None)
-
-
-def infer_label_names(adapter: ForwardFunctionAdapter, probes: ProbeSet) -> None:
-    """A custom model's class count, read from one forward pass on the first probe."""
-    batch = adapter.batch(adapter.encode([probes[0]]))
-    with isolated_from_training(adapter.model), torch.no_grad():
-        scores = adapter.forward(batch.input_ids, *batch.forward_kwargs.values())
-    adapter.infer_label_names(int(scores.shape[-1]))
 
 
 def default_run_name(trainer: Any) -> str:
@@ -243,7 +198,7 @@ class AttributionDriftLogic:
         if probes is None:
             probes = self._sample_probes(trainer)
         if isinstance(self._adapter, ForwardFunctionAdapter) and self.label_names is None:
-            infer_label_names(self._adapter, probes)
+            self._adapter.infer_label_names(probes[0])
         options = dataclasses.replace(
             self.options, adapter_options={}, run_name=self.options.run_name or default_run_name(trainer)
         )
