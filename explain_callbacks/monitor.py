@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -288,6 +288,18 @@ class AttributionMonitor:
             return True
         threshold = SEVERITY_ORDER[self.fail_on]
         return any(SEVERITY_ORDER.get(a.severity, 0) >= threshold for a in self.rules.alerts)
+
+    def should_stop(self, result: CheckResult | None) -> bool:
+        """Whether the check that gave ``result`` raised a new alert at or above ``fail_on``
+        (``"warning"`` when ``fail_on="never"``): rank zero's answer on every rank, so that all
+        ranks stop together. Collective under ``torch.distributed``: call it on every rank."""
+        threshold = SEVERITY_ORDER["warning" if self.fail_on == "never" else self.fail_on]
+        stop = result is not None and any(SEVERITY_ORDER.get(a.severity, 0) >= threshold for a in result.new_alerts)
+        if _distributed()[1] > 1:
+            box = [stop]
+            torch.distributed.broadcast_object_list(box, src=0)
+            stop = bool(box[0])
+        return stop
 
     def finish(self, raise_on_alert: bool = True, collective: bool = True) -> dict[str, Any]:
         """Flush every sink, render the report, and raise ``AttributionAlertError`` if ``fail_on``

@@ -6,6 +6,7 @@ training starts) and call ``build_monitor`` when the model and tokenizer are kno
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,6 +43,13 @@ class Schedule:
 
     def due_at_step(self, step: int) -> bool:
         return self.every_n_steps is not None and step > 0 and step % self.every_n_steps == 0
+
+    def boundaries_passed(self, step: int, epoch: float) -> int:
+        """How many schedule boundaries (every n steps, or every n whole epochs) training has
+        passed at ``step`` and fractional ``epoch``: a check is due when this grows."""
+        if self.every_n_steps is not None:
+            return step // self.every_n_steps
+        return math.floor(epoch + 1e-6) // self.every_n_epochs
 
 
 @dataclass

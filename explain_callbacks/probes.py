@@ -156,10 +156,23 @@ class ProbeSet(Sequence[Probe]):
 
         ``dataset`` is anything indexable whose items are mappings (a Hugging Face
         ``datasets.Dataset``, a list of dicts) or ``(text, label)`` tuples. Ids are the
-        dataset indices, so the same seed gives the same probes.
+        dataset indices, so the same seed gives the same probes. A dataset with
+        ``column_names`` is checked for ``text_key`` up front and, with ``select_columns``,
+        read through the probe columns only (token id columns are not decoded).
         """
         if n <= 0:
             raise ProbeError(f"n must be positive, got {n}.")
+        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+            raise ProbeError(f"cannot sample probes from a {type(dataset).__name__}: it is not an indexable dataset.")
+        columns = getattr(dataset, "column_names", None)
+        if isinstance(columns, (list, tuple)):
+            if text_key not in columns:
+                raise ProbeError(
+                    f"the dataset has no {text_key!r} column (columns: {sorted(columns)}); "
+                    "name the text column with text_key=."
+                )
+            if callable(getattr(dataset, "select_columns", None)):
+                dataset = dataset.select_columns([k for k in (text_key, text_pair_key, label_key) if k in columns])
         size = len(dataset)
         if size == 0:
             raise ProbeError("cannot sample probes from an empty dataset.")

@@ -33,13 +33,11 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from transformers import TrainerCallback
 
 from explain_callbacks.monitor import AttributionMonitor
 from explain_callbacks.options import MonitorOptions
 from explain_callbacks.probes import ProbeError, ProbeSet
-from explain_callbacks.records import SEVERITY_ORDER
 
 try:  # transformers >= 4.41
     from transformers.trainer_callback import ExportableState
@@ -195,25 +193,16 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
         else:
             dataset, where = getattr(kwargs.get("train_dataloader"), "dataset", None), "training dataloader's dataset"
         text_key = self.sampling["text_key"]
-        advice = (
-            f"pass probes=[...] (e.g. ProbeSet.sample(raw_dataset, ...)), name the column with text_key=, or keep "
-            f"the raw {text_key!r} column in the dataset given to the Trainer (tokenize with map() without "
-            f"remove_columns=[{text_key!r}]; with remove_unused_columns=True the Trainer drops it before the model)"
-        )
-        if dataset is None or not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-            raise ProbeError(f"AttributionDriftCallback cannot sample probes from the Trainer's {where} "
-                             f"({type(dataset).__name__}, not an indexable dataset): {advice}.")
-        columns = getattr(dataset, "column_names", None)
-        if columns is None and len(dataset) and isinstance(dataset[0], Mapping):
-            columns = list(dataset[0])
-        if columns is not None and text_key not in columns:
-            raise ProbeError(f"AttributionDriftCallback cannot sample probes: the Trainer's {where} has no "
-                             f"{text_key!r} column (columns: {sorted(columns)}); {advice}.")
-        keys = [k for k in (text_key, self.sampling["text_pair_key"], self.sampling["label_key"]) if k]
-        if callable(getattr(dataset, "select_columns", None)) and columns is not None:
-            dataset = dataset.select_columns([k for k in keys if k in columns])  # skip decoding token columns
-        return ProbeSet.sample(dataset, self.sampling["n"], text_key=text_key, label_key=self.sampling["label_key"],
-                               text_pair_key=self.sampling["text_pair_key"])
+        try:
+            return ProbeSet.sample(dataset, self.sampling["n"], text_key=text_key, label_key=self.sampling["label_key"],
+                                   text_pair_key=self.sampling["text_pair_key"])
+        except ProbeError as err:
+            raise ProbeError(
+                f"AttributionDriftCallback cannot sample probes from the Trainer's {where}: {err} Or pass probes=[...] "
+                f"(e.g. ProbeSet.sample(raw_dataset, ...)), or keep the raw {text_key!r} column in the dataset given "
+                f"to the Trainer (tokenize with map() without remove_columns=[{text_key!r}]; with "
+                "remove_unused_columns=True the Trainer drops it before the model)."
+            ) from None
 
     def _add_trainer_sinks(self, args: Any, trainer: Any) -> None:
         report_to = [args.report_to] if isinstance(args.report_to, str) else list(args.report_to or [])
@@ -241,11 +230,7 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
 
     # ---------------------------------------------------------------- checks
     def _boundary(self, state: Any) -> int:
-        """How many schedule boundaries (every n steps or n epochs) training has passed."""
-        schedule = self.options.schedule
-        if schedule.every_n_steps is not None:
-            return state.global_step // schedule.every_n_steps
-        return math.floor((state.epoch or 0.0) + 1e-6) // schedule.every_n_epochs
+        return self.options.schedule.boundaries_passed(state.global_step, state.epoch or 0.0)
 
     def _maybe_check(self, state: Any, control: Any) -> None:
         if self.monitor is None or not self._training:
@@ -256,11 +241,7 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
         self.last_check_boundary = boundary
         epoch = max(0, math.ceil((state.epoch or 0.0) - 1e-6) - 1)  # the epoch the check falls in, from 0
         result = self.monitor.check(step=state.global_step, epoch=epoch)
-        if not self.stop_on_alert:
-            return
-        threshold = SEVERITY_ORDER["warning" if self.options.fail_on == "never" else self.options.fail_on]
-        stop = result is not None and any(SEVERITY_ORDER.get(a.severity, 0) >= threshold for a in result.new_alerts)
-        if _agree_with_rank_zero(stop):
+        if self.stop_on_alert and self.monitor.should_stop(result):
             log.warning("attribution alert at step %d: stopping training (stop_on_alert=True).", state.global_step)
             control.should_training_stop = True
 
@@ -335,13 +316,3 @@ def _trainer_tb_writer(trainer: Any) -> Any:
         if isinstance(cb, TensorBoardCallback) and cb.tb_writer is not None:
             return cb.tb_writer
     return None
-
-
-def _agree_with_rank_zero(flag: bool) -> bool:
-    """Rank zero's ``flag`` on every rank, so that all ranks stop together."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        box = [flag]
-        dist.broadcast_object_list(box, src=0)
-        return bool(box[0])
-    return flag

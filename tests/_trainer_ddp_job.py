@@ -16,7 +16,9 @@ from explain_callbacks.integrations.transformers import AttributionDriftCallback
 
 
 def main(tmp: Path) -> None:
-    cb = AttributionDriftCallback(run_dir=tmp / "runs", run_name="ddp", probe_sample_size=6, n_steps=4, max_steps=4)
+    # stop_on_alert: every check asks rank zero whether to stop (a collective), though none alerts here
+    cb = AttributionDriftCallback(run_dir=tmp / "runs", run_name="ddp", probe_sample_size=6, n_steps=4, max_steps=4,
+                                  stop_on_alert=True)
     trainer = make_trainer(tmp, [cb], ddp_backend="gloo")
     trainer.train()
     if trainer.is_world_process_zero():

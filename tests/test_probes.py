@@ -61,6 +61,21 @@ def test_sample_is_seeded_and_stratified():
         ProbeSet.sample(data, n=3, text_key="review")
 
 
+def test_sample_reads_only_the_probe_columns_of_a_dataset():
+    datasets = pytest.importorskip("datasets")
+    data = datasets.Dataset.from_dict({"text": [f"text {i}" for i in range(40)], "label": [i % 2 for i in range(40)],
+                                       "input_ids": [[101, i, 102] for i in range(40)]})
+    read = []
+    real_select = data.select_columns
+    data.select_columns = lambda cols: read.append(list(cols)) or real_select(cols)
+    probes = ProbeSet.sample(data, n=6)
+    assert read == [["text", "label"]] and len(probes) == 6 and {p.label for p in probes} == {0, 1}
+    with pytest.raises(ProbeError, match=r"no 'review' column \(columns: \['input_ids', 'label', 'text'\]\)"):
+        ProbeSet.sample(data, n=3, text_key="review")
+    with pytest.raises(ProbeError, match="not an indexable dataset"):
+        ProbeSet.sample(iter(["a", "b"]), n=1)
+
+
 def test_shard_covers_everything_once():
     ps = ProbeSet([str(i) for i in range(7)])
     shards = [ps.shard(r, 3) for r in range(3)]

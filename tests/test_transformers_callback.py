@@ -229,7 +229,7 @@ def test_probes_from_a_datasets_dataset_keep_their_text_column(tmp_path):
             trainer.train()
             assert {p["text"] for p in _lines(cb.run_path / "probes.jsonl")} <= set(evaluation["text"])
         else:
-            with pytest.raises(ProbeError, match=r"eval_dataset has no 'text' column"):
+            with pytest.raises(ProbeError, match=r"eval_dataset: the dataset has no 'text' column"):
                 trainer.train()
 
 
