@@ -21,7 +21,6 @@ doubled steps up to ``max_steps``.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 

@@ -15,7 +15,6 @@ import flair  # noqa: E402
 import torch  # noqa: E402
 from captum.attr import LayerIntegratedGradients  # noqa: E402
 from flair.data import Sentence  # noqa: E402
-from flair.embeddings import TransformerDocumentEmbeddings  # noqa: E402
 from flair.embeddings.transformer import (  # noqa: E402
     TransformerJitDocumentEmbeddings,
     TransformerJitEmbeddings,
