@@ -160,7 +160,8 @@ class AttributionEngine:
             return chosen or [int(scores.argmax())]
         return [int(scores.argmax())]
 
-    def _targets_for(self, probe: Probe, scores: torch.Tensor) -> list[int]:
+    def _targets_for(self, probe: Probe, scores: torch.Tensor | None) -> list[int] | None:
+        """The probe's target classes; ``None`` when they depend on a prediction not yet made."""
         spec = self.target
         if isinstance(spec, int):
             return [spec]
@@ -169,6 +170,8 @@ class AttributionEngine:
         if spec == "gold" or (spec == "auto" and probe.label is not None):
             return self._gold_targets(probe)
         if probe.id not in self._fixed_targets:
+            if scores is None:
+                return None
             self._fixed_targets[probe.id] = self._predicted_targets(scores)
         return self._fixed_targets[probe.id]
 
@@ -213,7 +216,13 @@ class AttributionEngine:
         encoded = self.adapter.encode(probe_list)
         adapter = self.adapter
         with isolated_from_training(adapter.model):
-            scores = self._forward_all(encoded)
+            # The adaptive path evaluates alpha = 1, which is the forward pass of x: a separate
+            # forward is needed only where the target is the prediction and not yet fixed.
+            scores: list[torch.Tensor | None] = [None] * len(encoded)
+            unknown = [i for i, e in enumerate(encoded) if self._targets_for(e.probe, None) is None]
+            forward = unknown if self.method == ADAPTIVE else range(len(encoded))
+            for i, row in zip(forward, self._forward_all([encoded[i] for i in forward])):
+                scores[i] = row
             tasks = [
                 _Task(enc=e, target=t, scores=s)
                 for e, s in zip(encoded, scores)
@@ -261,6 +270,8 @@ class AttributionEngine:
 
     @torch.no_grad()
     def _forward_all(self, encoded: list[EncodedProbe]) -> list[torch.Tensor]:
+        if not encoded:
+            return []
         out: dict[int, torch.Tensor] = {}
         for group in self._groups(list(enumerate(encoded)), lambda ie: len(ie[1])):
             batch = self.adapter.batch([e for _, e in group])
@@ -292,8 +303,6 @@ class AttributionEngine:
                     t.f_input = float(t.scores[t.target])
 
     def _integrate_adaptive(self, tasks: list[_Task]) -> None:
-        for t in tasks:
-            t.f_input = float(t.scores[t.target])
         rows = [(t, a) for t in tasks for a in uniform_points(self.n_steps)]
         while rows:
             self._evaluate_path(rows)
@@ -303,7 +312,7 @@ class AttributionEngine:
                 points = sorted(t.path)
                 values = [t.path[a][0] for a in points]
                 token_slopes = torch.stack([t.path[a][1] for a in points])
-                t.f_baseline = values[0]
+                t.f_baseline, t.f_input = values[0], values[-1]
                 t.token_scores = torch.tensor(trapezoid_weights(points)) @ token_slopes
                 t.n_steps = len(points)
                 self._set_delta(t)
@@ -334,8 +343,11 @@ class AttributionEngine:
             chosen = logits.gather(1, targets[:, None]).squeeze(1)
             (grads,) = torch.autograd.grad(chosen.sum(), path)
             slopes = (grads * direction).float().sum(dim=-1).cpu()
-            for (t, a), f, row, length in zip(group, chosen.detach().float().cpu(), slopes, batch.lengths):
+            for (t, a), f, row, length, out in zip(group, chosen.detach().float().cpu(), slopes, batch.lengths,
+                                                  logits.detach().float().cpu()):
                 t.path[a] = (float(f), row[:length])
+                if a == 1.0 and t.scores is None:
+                    t.scores = out  # the forward pass of x itself: the model's scores for the record
 
     def _integrate(self, tasks: list[_Task]) -> None:
         lig = LayerIntegratedGradients(self.adapter.forward, self.adapter.embedding_layer)

@@ -92,6 +92,32 @@ def test_f_values_are_the_model_outputs(bert_tok):
     assert rec.scores == pytest.approx(logits.tolist(), abs=1e-5)
 
 
+def test_input_forward_comes_from_the_path_end(bert_tok):
+    """The adaptive path's alpha = 1 point is the forward pass of x: no separate forward runs,
+    except for a prediction target not yet fixed."""
+    model = tiny_model("bert", bert_tok)
+    rows = []
+    handle = model.register_forward_pre_hook(lambda _m, args, kwargs: rows.append(len(kwargs["input_ids"])),
+                                             with_kwargs=True)
+    labelled = ProbeSet([{"text": t, "label": i % 2} for i, t in enumerate(TEXTS)])
+    records = AttributionEngine(model, bert_tok, n_steps=6, max_steps=6).attribute(labelled)
+    assert sum(rows) == sum(r.n_steps for r in records) == 3 * 7
+    unlabelled = ProbeSet(TEXTS)
+    engine = AttributionEngine(model, bert_tok, n_steps=6, max_steps=6)
+    rows.clear()
+    engine.attribute(unlabelled)
+    assert sum(rows) == 3 + 3 * 7  # the first check predicts, to fix the targets
+    rows.clear()
+    again = engine.attribute(unlabelled)
+    assert sum(rows) == 3 * 7
+    handle.remove()
+    with torch.no_grad():
+        logits = model(**bert_tok(TEXTS, return_tensors="pt", padding=True)).logits
+    for rec, row in zip(again, logits):
+        assert rec.scores == pytest.approx(row.tolist(), abs=1e-5)
+        assert rec.f_input == pytest.approx(float(row[rec.target]), abs=1e-5)
+
+
 @pytest.fixture(scope="module")
 def trained_bert(bert_tok):
     texts, labels = sentiment_data(400, seed=3)
