@@ -370,6 +370,7 @@ def overhead_figures(runs: Sequence[RunTiming], epochs: int) -> dict[str, Any]:
         r.cpu_s for r in runs if not r.with_callback)
     validation = statistics.mean(s for r in runs if not r.with_callback for s in r.validation_s)
     check_s = statistics.mean(checks) if checks else float("nan")
+    in_run = statistics.mean(r.callback_s / (r.fit_s - r.callback_s) for r in runs if r.with_callback)
     return {
         "fit_with_s": with_s,
         "fit_without_s": without_s,
@@ -383,9 +384,11 @@ def overhead_figures(runs: Sequence[RunTiming], epochs: int) -> dict[str, Any]:
         "epoch_without_s_mean": epoch_without,
         "validation_without_s_mean": validation,
         "check_share_of_epoch": check_s / epoch_without,
-        "in_run_overhead": statistics.mean(r.callback_s / (r.fit_s - r.callback_s) for r in runs if r.with_callback),
+        "in_run_overhead": in_run,
         "target_overhead": TARGET_OVERHEAD,
-        "target_met": ratio - 1 <= TARGET_OVERHEAD,
+        # Runs minutes apart differ by more than the target on a shared machine, so a low wall
+        # ratio alone is not taken as met: the in-run estimate must agree.
+        "target_met": max(ratio - 1, in_run) <= TARGET_OVERHEAD,
         "epochs_per_run": epochs,
     }
 
@@ -850,7 +853,9 @@ def write_results(report: dict[str, Any], stem: Path) -> None:
         f"fit without it {fmt_tokens(m['fit_tokens'])}; at calibrated costs of "
         + ", ".join(f"{k} {v * 1e6:.0f}" for k, v in m["costs_s_per_token"].items())
         + f" us per token that is {m['check_s']:.1f} s against {m['fit_s']:.1f} s: **{m['overhead']:+.1%}**.",
-        f"- Target (overhead <= {TARGET_OVERHEAD:.0%}): {'met' if o['target_met'] else 'MISSED'}. At this check time, "
+        f"- Target (overhead <= {TARGET_OVERHEAD:.0%}, judged on the larger of the wall ratio and the in-run "
+        f"estimate, {max(o['overhead'], o['in_run_overhead']):+.1%}): {'met' if o['target_met'] else 'MISSED'}. "
+        "At this check time, "
         f"one check an epoch stays under {TARGET_OVERHEAD:.0%} from about {report['break_even_train_examples']:,.0f} "
         f"training examples an epoch (training time per example {report['train_s_per_example'] * 1000:.0f} ms, "
         f"validation {o['validation_without_s_mean']:.1f} s an epoch).", "",
