@@ -27,7 +27,7 @@ Torch runs on one thread by default: with two on two shared cores a tiny-BERT st
 
     python benchmarks/shortcut_detection.py              # small grid, about 8 minutes on 2 cores
     python benchmarks/shortcut_detection.py --no-minilm  # tiny BERT only
-    python benchmarks/shortcut_detection.py --full       # 3 seeds, both models, full grid (hours)
+    python benchmarks/shortcut_detection.py --full       # 3 seeds, both models, full grid (about 70 min)
     python benchmarks/shortcut_detection.py --no-minilm --seeds 1 --only r0.2-p1,clean-s0 --out /tmp/x
 """
 
@@ -586,7 +586,7 @@ def targets(rows: list[dict]) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--full", action="store_true", help="3 seeds, both models, full grid (hours)")
+    parser.add_argument("--full", action="store_true", help="3 seeds, both models, full grid (about 70 min)")
     parser.add_argument("--no-minilm", action="store_true", help="tiny BERT only")
     parser.add_argument("--seeds", type=int, default=None,
                         help="seeds per cell for both models (default: tiny BERT 3, MiniLM 1; --full 3)")
