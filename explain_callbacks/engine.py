@@ -7,15 +7,17 @@ convergence delta and relative delta. The logit (not the softmax) of the target 
 The default ``method="adaptive_trapezoid"`` starts from ``n_steps`` equal intervals and bisects
 only the intervals of a probe whose trapezoid estimate misses the exact ``F(b) - F(a)`` (known
 from the forward values that come with each gradient), keeping every point already evaluated
-(see ``quadrature``). Captum's fixed-grid methods cannot reuse points or localise the error:
-redoing a probe at doubled steps threw away a third of the work. On a confident fine-tuned
-MiniLM (``benchmarks/speed.py --lr 1e-4``), 12 bisected intervals cost 15.4 gradient evaluations
-per probe and 16 cost 19.2, where 16 Gauss-Legendre steps with doubling cost 39.0; token scores
-were 1.3%, 1.0% and 2.1% (L1) away from a 128-step reference. With no refinement
-(``max_steps == n_steps``) the scores equal Captum's ``LayerIntegratedGradients`` with ``riemann_trapezoid`` at ``n_steps + 1``
-points times ``(n_steps + 1) / n_steps`` (Captum's trapezoid weights sum to ``n / (n + 1)``,
-not 1). Captum's methods remain available; their probes above ``rel_tolerance`` are redone with
-doubled steps up to ``max_steps``.
+(see ``quadrature``). F(x) and F(baseline) are the path's end points, so no separate forward
+pass of the probes runs unless a target is the prediction and not yet fixed. Captum's fixed-grid
+methods cannot reuse points or localise the error: redoing a probe at doubled steps threw away a
+third of the work. On a confident fine-tuned MiniLM (``benchmarks/speed.py --lr 1e-4``), 12
+bisected intervals cost 15.4 gradient evaluations per probe and 16 cost 19.2, where 16
+Gauss-Legendre steps with doubling cost 39.0; token scores were 1.3%, 1.0% and 2.1% (L1) away
+from a 128-step reference. With no refinement (``max_steps == n_steps``) the scores equal
+Captum's ``LayerIntegratedGradients`` with ``riemann_trapezoid`` at ``n_steps + 1`` points times
+``(n_steps + 1) / n_steps`` (Captum's trapezoid weights sum to ``n / (n + 1)``, not 1). Captum's
+methods remain available; their probes above ``rel_tolerance`` are redone with doubled steps up
+to ``max_steps``.
 """
 
 from __future__ import annotations
