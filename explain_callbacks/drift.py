@@ -8,7 +8,9 @@ first check it saw). Per probe, words are keyed by position (``"3:great"``): the
 gives the same word list at every check, and a repeated word stays two items instead of
 collapsing into one. Rankings are by ``word_shares``, descending and signed, so a positive
 share means the word supports the attributed target. The global word table instead merges
-words lowercased across probes.
+words lowercased across probes and ranks them by what carries the decision where they occur
+(:meth:`DriftTracker.token_table`): punctuation and single characters are never ranked, and a
+word in every probe does not outrank one that decides the probes it is in.
 """
 
 from __future__ import annotations
@@ -27,6 +29,15 @@ logger = logging.getLogger(__name__)
 
 NAN = float("nan")
 METRICS = ("jaccard", "rbo", "kendall_tau", "cosine")
+MIN_SUPPORT = 2  # probes a word must be in to rank among the supported words
+
+
+def rankable_word(word: str) -> bool:
+    """Whether a word may enter the global top words: at least two letters or digits (so no
+    punctuation, no lone "i", "t" or "s" left by a tokenizer), or one letter of a script that
+    writes words as single characters (CJK)."""
+    alnum = sum(ch.isalnum() for ch in word)
+    return alnum >= 2 or (alnum == 1 and len(word) == 1 and ord(word) >= 0x2E80)
 
 
 def topk_jaccard(a: Sequence[str], b: Sequence[str]) -> float:
@@ -206,6 +217,8 @@ class DriftTracker:
 
     ``stability_metric`` (``"rbo"``, ``"jaccard"``, ``"kendall_tau"`` or ``"cosine"``) and
     ``stability_threshold`` define "stable": ``1 - metric(vs previous) < threshold``.
+    ``min_support``: the probes a word must be in to rank ahead of words seen in fewer (one
+    probe's outlier does not lead the global table).
     """
 
     def __init__(
@@ -215,6 +228,7 @@ class DriftTracker:
         stability_metric: str = "rbo",
         rbo_p: float = 0.9,
         track_depth: int = 50,
+        min_support: int = MIN_SUPPORT,
     ):
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise ValueError(f"DriftTracker: top_k must be a positive integer, got {top_k!r}.")
@@ -233,7 +247,10 @@ class DriftTracker:
             raise ValueError(
                 f"DriftTracker: track_depth must be an integer >= top_k ({top_k}), got {track_depth!r}."
             )
+        if isinstance(min_support, bool) or not isinstance(min_support, int) or min_support < 1:
+            raise ValueError(f"DriftTracker: min_support must be a positive integer, got {min_support!r}.")
         self.top_k = top_k
+        self.min_support = min_support
         self.stability_threshold = float(stability_threshold)
         self.stability_metric = stability_metric
         self.rbo_p = float(rbo_p)
@@ -282,7 +299,7 @@ class DriftTracker:
                 "epoch": snapshot.epoch,
                 "drift": {k: (dict(v) if isinstance(v, dict) else v) for k, v in drift.items()},
                 "top_tokens": [
-                    {k: row[k] for k in ("word", "mean_share", "sum_share", "n_probes", "rank")}
+                    {k: row[k] for k in ("word", "mean_share", "mean_abs_share", "sum_share", "n_probes", "rank")}
                     for row in top
                 ],
                 "entered": [row["word"] for row in table if row["entered"]],
@@ -304,13 +321,18 @@ class DriftTracker:
     def token_table(self, snapshot: Snapshot) -> list[dict[str, Any]]:
         """The global word table of one check, best first.
 
-        Words are lowercased and merged across probes. Per word: ``sum_share`` (all its
-        shares summed), ``positive_share`` (only the positive ones), ``mean_share`` (its
-        share per containing attribution, averaged over the ``n_probes`` attributions that
-        contain it), and ``rank``, ordered by ``positive_share`` (how much the word supports
-        the attributed targets overall), then ``sum_share``, then the word. ``entered`` /
-        ``left`` flag words that came into / dropped out of the top ``top_k`` since the
-        previous check (both False at the first check).
+        Words are lowercased and merged across probes; punctuation and single characters
+        (:func:`rankable_word`) are left out. Per word: ``mean_abs_share``, the size of its
+        share where it occurs (per attribution the mean absolute share of its occurrences,
+        averaged over the ``n_probes`` attributions that contain it), which ranks the table;
+        ``mean_share`` (its summed, signed share per containing attribution, averaged: positive
+        supports the attributed target), ``sum_share`` (all its shares summed),
+        ``positive_share`` (only the positive ones) and ``rank``. Words in at least
+        ``min_support`` attributions rank first, by ``mean_abs_share``, then by ``n_probes``,
+        then the word; the rest follow in the same order. So a word that is in every probe but
+        moves none ("the", "not" in a clean run) does not lead, and one probe's outlier does not
+        either. ``entered`` / ``left`` flag words that came into / dropped out of the top
+        ``top_k`` since the previous check (both False at the first check).
 
         After ``update(snapshot)`` this returns the table computed there (the previous top-k
         it compares with is the one before that check).
@@ -319,14 +341,23 @@ class DriftTracker:
             return self._last_table[1]
         sums: dict[str, float] = defaultdict(float)
         positives: dict[str, float] = defaultdict(float)
+        magnitudes: dict[str, float] = defaultdict(float)
         counts: dict[str, int] = defaultdict(int)
         for attribution in snapshot.attributions:
+            occurrences: dict[str, list[float]] = defaultdict(list)
             for word, share in zip(attribution.words, attribution.word_shares):
-                positives[word.lower()] += max(float(share), 0.0)
-            for word, share in lowercase_word_shares(attribution).items():
-                sums[word] += share
+                occurrences[word.lower()].append(float(share))
+            for word, shares in occurrences.items():
+                if not rankable_word(word):
+                    continue
+                sums[word] += sum(shares)
+                positives[word] += sum(max(v, 0.0) for v in shares)
+                magnitudes[word] += sum(abs(v) for v in shares) / len(shares)
                 counts[word] += 1
-        order = sorted(sums, key=lambda w: (-positives[w], -sums[w], w))
+        order = sorted(
+            sums,
+            key=lambda w: (counts[w] < self.min_support, -magnitudes[w] / counts[w], -counts[w], w),
+        )
         previous_top = {row["word"] for row in self.history[-1]["top_tokens"]} if self.history else None
         current_top = set(order[: self.top_k])
         table = []
@@ -335,6 +366,7 @@ class DriftTracker:
                 {
                     "word": word,
                     "mean_share": sums[word] / counts[word],
+                    "mean_abs_share": magnitudes[word] / counts[word],
                     "sum_share": sums[word],
                     "positive_share": positives[word],
                     "n_probes": counts[word],
@@ -347,8 +379,9 @@ class DriftTracker:
             # A word of the previous top-k that no probe contains any more still left it.
             for word in sorted(previous_top - set(sums)):
                 table.append(
-                    {"word": word, "mean_share": NAN, "sum_share": 0.0, "positive_share": 0.0,
-                     "n_probes": 0, "rank": len(table) + 1, "entered": False, "left": True}
+                    {"word": word, "mean_share": NAN, "mean_abs_share": NAN, "sum_share": 0.0,
+                     "positive_share": 0.0, "n_probes": 0, "rank": len(table) + 1, "entered": False,
+                     "left": True}
                 )
         return table
 
@@ -401,6 +434,7 @@ class DriftTracker:
                 "stability_metric": self.stability_metric,
                 "rbo_p": self.rbo_p,
                 "track_depth": self.track_depth,
+                "min_support": self.min_support,
             },
             "reference": self._reference.to_dict() if self._reference else None,
             "previous": self._previous.to_dict() if self._previous else None,

@@ -142,14 +142,16 @@ def test_repeated_words_are_separate_items():
     tracker.update(snapshot(0, [attribution("p0", words, [0.5, 0.1, -0.4])]))
     out = tracker.update(snapshot(1, [attribution("p0", words, [0.1, 0.5, -0.4])]))
     assert out["vs_previous"]["jaccard"] == 0.0  # the top moved to the other "good"
-    assert tracker.token_table(snapshot(1, []))[0]["word"] == "good"
+    rows = [row for row in tracker.token_table(snapshot(1, [])) if row["word"] == "good"]
+    assert len(rows) == 1 and rows[0]["sum_share"] == pytest.approx(0.6)  # merged in the global table
+    assert rows[0]["mean_abs_share"] == pytest.approx(0.3)  # the size of one occurrence's share
 
 
 def test_token_table_values_and_entered_left():
     tracker = DriftTracker(top_k=2)
     check0 = snapshot(0, [
-        attribution("p0", ["Great", "plot"], [0.7, 0.3]),
-        attribution("p1", ["great", "acting", "bad"], [0.5, 0.2, -0.3]),
+        attribution("p0", ["Great", "plot", "acting"], [0.7, 0.2, 0.1]),
+        attribution("p1", ["great", "acting", "bad", "plot"], [0.5, 0.1, -0.3, 0.1]),
     ])
     tracker.update(check0)
     table = tracker.token_table(check0)
@@ -157,13 +159,16 @@ def test_token_table_values_and_entered_left():
     assert [row["word"] for row in table[:2]] == ["great", "plot"]
     assert rows["great"]["sum_share"] == pytest.approx(1.2)
     assert rows["great"]["mean_share"] == pytest.approx(0.6)
+    assert rows["great"]["mean_abs_share"] == pytest.approx(0.6)
     assert rows["great"]["n_probes"] == 2
+    # "bad" has the second largest share, but in one probe only (min_support=2): it ranks last
     assert rows["bad"]["rank"] == 4 and rows["bad"]["positive_share"] == 0.0
+    assert rows["bad"]["mean_abs_share"] == pytest.approx(0.3) and rows["bad"]["mean_share"] == pytest.approx(-0.3)
     assert not any(row["entered"] or row["left"] for row in table)
 
     check1 = snapshot(1, [
-        attribution("p0", ["Great", "plot"], [0.2, 0.1]),
-        attribution("p1", ["great", "acting", "bad"], [0.1, 0.8, -0.1]),
+        attribution("p0", ["Great", "plot", "acting"], [0.2, 0.1, 0.6]),
+        attribution("p1", ["great", "acting", "bad", "plot"], [0.1, 0.8, -0.1, 0.0]),
     ])
     tracker.update(check1)
     table = tracker.token_table(check1)
@@ -174,18 +179,79 @@ def test_token_table_values_and_entered_left():
     assert set(last) == {"check_index", "step", "epoch", "drift", "top_tokens", "entered", "left"}
     assert last["entered"] == ["acting"] and last["left"] == ["plot"]
     assert [t["word"] for t in last["top_tokens"]] == ["acting", "great"]
-    assert set(last["top_tokens"][0]) == {"word", "mean_share", "sum_share", "n_probes", "rank"}
+    assert set(last["top_tokens"][0]) == {"word", "mean_share", "mean_abs_share", "sum_share", "n_probes", "rank"}
     assert "per_probe" not in last["drift"]
 
 
 def test_token_table_before_update_compares_with_last_check():
     tracker = DriftTracker(top_k=1)
-    tracker.update(snapshot(0, [attribution("p0", ["a", "b"], [0.9, 0.1])]))
-    upcoming = snapshot(1, [attribution("p0", ["a", "b"], [0.1, 0.9])])
+    tracker.update(snapshot(0, [attribution("p0", ["ab", "cd"], [0.9, 0.1]), attribution("p1", ["ab", "cd"], [0.9, 0.1])]))
+    upcoming = snapshot(1, [attribution("p0", ["ab", "cd"], [0.1, 0.9]), attribution("p1", ["ab", "cd"], [0.1, 0.9])])
     before = tracker.token_table(upcoming)
     tracker.update(upcoming)
     assert before == tracker.token_table(upcoming)
-    assert tracker.history[-1]["entered"] == ["b"] and tracker.history[-1]["left"] == ["a"]
+    assert tracker.history[-1]["entered"] == ["cd"] and tracker.history[-1]["left"] == ["ab"]
+
+
+def _clean_review_check(seed: int = 0):
+    """A clean sentiment run on review-like text: every probe has "the" (three times), "i",
+    ".", "not", "t" (from "didn't") and "was" with small shares, plus one or two decision words
+    with large ones; shares are L1-normalised per probe, as the engine writes them."""
+    rng = random.Random(seed)
+    decision = {"great": 1, "wonderful": 1, "helped": 1, "awful": 0, "useless": 0, "worse": 0}
+    attributions = []
+    for i in range(40):
+        chosen = rng.sample(sorted(decision), 2 if i % 3 else 1)
+        words, raw = [], []
+        for word in ["i", "the", "pill", "was", "the", ".", "not", "didn", "'", "t", "the", "dose", "the", "."]:
+            words.append(word)
+            sign = 1 if word in ("the", ".", "i") else rng.choice([1, 1, -1])
+            raw.append(rng.uniform(0.02, 0.06) * sign)
+        for word in chosen:
+            words.insert(rng.randrange(len(words)), word)
+            raw.insert(words.index(word), rng.uniform(0.25, 0.45))
+        total = sum(abs(v) for v in raw)
+        target = decision[chosen[0]]
+        attributions.append(attribution(f"r{i}", words, [v / total for v in raw], target=target))
+    return snapshot(0, attributions)
+
+
+def test_top_words_are_decision_words_not_frequent_stop_words():
+    check = _clean_review_check()
+    tracker = DriftTracker(top_k=10)
+    tracker.update(check)
+    table = tracker.token_table(check)
+    words = [row["word"] for row in table]
+    # punctuation and single characters are never ranked
+    assert not {".", "'", "i", "t"} & set(words)
+    # the six decision words lead; "the", "not", "was", "pill" (in every probe) come after
+    assert set(words[:6]) == {"great", "wonderful", "helped", "awful", "useless", "worse"}
+    assert set(words[6:]) == {"the", "not", "was", "pill", "didn", "dose"}
+    rows = {row["word"]: row for row in table}
+    # frequency is what led the old ranking (summed positive share): "the" holds more than any decision word
+    assert rows["the"]["n_probes"] == 40
+    assert max(rows, key=lambda w: rows[w]["positive_share"]) == "the"
+    assert all(rows[w]["mean_abs_share"] > 3 * rows["the"]["mean_abs_share"] for w in words[:6])
+    assert [t["word"] for t in tracker.history[-1]["top_tokens"]][:6] == words[:6]
+
+
+def test_min_support_keeps_one_probe_outliers_behind():
+    check = snapshot(0, [
+        attribution("p0", ["medboard", "great"], [0.9, 0.1]),
+        attribution("p1", ["fine", "great"], [0.3, 0.7]),
+        attribution("p2", ["fine", "great"], [0.4, 0.6]),
+    ])
+    assert [row["word"] for row in DriftTracker(top_k=2).token_table(check)] == ["great", "fine", "medboard"]
+    assert [row["word"] for row in DriftTracker(top_k=2, min_support=1).token_table(check)][0] == "medboard"
+    with pytest.raises(ValueError, match="min_support"):
+        DriftTracker(min_support=0)
+
+
+def test_rankable_word():
+    from explain_callbacks.drift import rankable_word
+
+    assert all(rankable_word(w) for w in ("great", "didn't", "10", "well-made", "好"))
+    assert not any(rankable_word(w) for w in (".", "i", "t", "'", "...", "!!", "-", "a."))
 
 
 def shares_for(top):
@@ -217,13 +283,13 @@ def test_stabilisation_with_another_metric():
 
 def test_trajectories():
     tracker = DriftTracker(top_k=1, track_depth=2)
-    tracker.update(snapshot(0, [attribution("p0", ["a", "b", "c"], [0.6, 0.3, 0.1])]))
-    tracker.update(snapshot(1, [attribution("p0", ["a", "b", "c"], [0.3, 0.6, 0.1])]))
-    tracker.update(snapshot(2, [attribution("p0", ["a", "b", "c"], [0.1, 0.2, 0.7])]))
+    tracker.update(snapshot(0, [attribution("p0", ["aa", "bb", "cc"], [0.6, 0.3, 0.1])]))
+    tracker.update(snapshot(1, [attribution("p0", ["aa", "bb", "cc"], [0.3, 0.6, 0.1])]))
+    tracker.update(snapshot(2, [attribution("p0", ["aa", "bb", "cc"], [0.1, 0.2, 0.7])]))
     assert tracker.trajectories() == {
-        "a": [0.6, 0.3, None],  # third check: rank 3, beyond track_depth
-        "b": [0.3, 0.6, 0.2],
-        "c": [None, None, 0.7],
+        "aa": [0.6, 0.3, None],  # third check: rank 3, beyond track_depth
+        "bb": [0.3, 0.6, 0.2],
+        "cc": [None, None, 0.7],
     }
 
 
