@@ -2,7 +2,12 @@
 
 Exit codes: 0 clean, 1 alerts at or above ``--fail-on`` (``check`` only), 2 unusable input
 (missing directory, missing or damaged ``summary.json``, a schema this version does not read),
-with a one-line reason on stderr.
+with a one-line reason on stderr, always: a damaged file never ends in a traceback.
+
+``RUN`` is one run's folder (``explain_runs/<name>``) or the folder that holds the runs (the
+monitor's ``run_dir``); for the latter the most recently updated run is used, and stderr says
+which. Failed checks and attributions the run could not write count as error-level events,
+another sink's failures as warnings: ``check`` reports them with the alerts.
 
 ``check`` counts every alert the run ever raised, cleared ones included: a shortcut the model
 leaned on for part of training is worth a look even if it faded. ``--active-only`` counts only
@@ -17,13 +22,16 @@ import sys
 from typing import Any, Iterable, Sequence
 
 from .records import SEVERITY_ORDER, Alert
-from .report import RunDirError, format_number, load_summary, render_report, sorted_alerts
+from .report import format_number, render_report, sorted_alerts
+from .rundir import RunDirError, load_summary, resolve_run_path, run_events
+from .safe_text import one_line, visible
 
 EXIT_CLEAN = 0
 EXIT_ALERTS = 1
 EXIT_UNUSABLE = 2
 
 DRIFT_COLUMNS = ("rbo", "jaccard", "kendall_tau", "cosine")
+RUN_HELP = "a run's folder, or the folder of runs (then its latest run)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Exit 0 when the run raised no alert at or above --fail-on, 1 when it did, "
         "2 when the run directory cannot be read. Cleared alerts count unless --active-only.",
     )
-    check.add_argument("run_dir", metavar="RUN_DIR")
+    check.add_argument("run_path", metavar="RUN", help=RUN_HELP)
     check.add_argument(
         "--fail-on",
         choices=("warning", "error"),
@@ -53,13 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     report = commands.add_parser("report", help="render the HTML report", description="Render report.html.")
-    report.add_argument("run_dir", metavar="RUN_DIR")
-    report.add_argument("-o", "--output", metavar="FILE", help="where to write it (default: RUN_DIR/report.html)")
+    report.add_argument("run_path", metavar="RUN", help=RUN_HELP)
+    report.add_argument("-o", "--output", metavar="FILE", help="where to write it (default: RUN/report.html)")
 
     show = commands.add_parser(
         "show", help="print drift, top words, alerts and candidates", description="Print the run's tables."
     )
-    show.add_argument("run_dir", metavar="RUN_DIR")
+    show.add_argument("run_path", metavar="RUN", help=RUN_HELP)
     return parser
 
 
@@ -72,18 +80,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else EXIT_UNUSABLE
     commands = {"check": _check, "report": _report, "show": _show}
     try:
+        args.run_path, note = resolve_run_path(args.run_path)
+        if note:
+            print(f"explain-callbacks: {one_line(note)}", file=sys.stderr)
         return commands[args.command](args)
     except RunDirError as err:
         _fail(str(err))
-        return EXIT_UNUSABLE
     except OSError as err:
-        _fail(f"{err.filename or args.run_dir}: {err.strerror or err}")
-        return EXIT_UNUSABLE
+        _fail(f"{err.filename or args.run_path}: {err.strerror or err}")
+    except Exception as err:  # unusable input must never read as "alerts found" (exit 1)
+        _fail(f"{args.run_path}: cannot read the run ({type(err).__name__}: {err}); unexpected, please report it")
+    return EXIT_UNUSABLE
 
 
 def _fail(reason: str) -> None:
-    one_line = " ".join(reason.split())
-    print(f"explain-callbacks: error: {one_line}", file=sys.stderr)
+    print(f"explain-callbacks: error: {one_line(reason)}", file=sys.stderr)
 
 
 def _console():
@@ -93,12 +104,13 @@ def _console():
 
 
 def _text(value: Any):
-    """A table cell that rich prints as written: user text is never read as markup."""
+    """A table cell that rich prints as written: user text is never read as markup, and a
+    control sequence (ESC, ...) or bidi override is shown as ``[U+XXXX]``, never sent raw."""
     from rich.text import Text
 
     if value is None:
         return Text("–", style="dim")
-    return Text(value if isinstance(value, str) else format_number(value))
+    return Text(visible(value if isinstance(value, str) else format_number(value)))
 
 
 _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "blue"}
@@ -139,13 +151,22 @@ def _alert_table(alerts: Sequence[Alert], title: str = "Alerts"):
     return table
 
 
+def _status_note(status: str) -> str | None:
+    if status == "running":
+        return "note: the run has not finished (status 'running'); judging the checks it wrote."
+    if status in ("crashed", "failed"):
+        return f"note: the run ended with an error (status '{status}'); judging the checks it wrote."
+    return None
+
+
 def _check(args: argparse.Namespace) -> int:
-    summary = load_summary(args.run_dir)
-    alerts = sorted_alerts(Alert.from_dict(a) for a in summary["alerts"])
+    summary = load_summary(args.run_path)
+    alerts = sorted_alerts(run_events(summary))
     failing = failing_alerts(alerts, args.fail_on, args.active_only)
     console = _console()
-    if summary["status"] == "running":
-        console.print("note: the run has not finished (status 'running'); judging the checks it wrote.", markup=False)
+    note = _status_note(summary["status"])
+    if note:
+        console.print(note, markup=False)
     if not summary["checks"]:
         console.print("note: the run recorded no checks.", markup=False)
     if alerts:
@@ -167,13 +188,13 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    path = render_report(args.run_dir, args.output)
+    path = render_report(args.run_path, args.output)
     print(path)
     return EXIT_CLEAN
 
 
 def _show(args: argparse.Namespace) -> int:
-    summary = load_summary(args.run_dir)
+    summary = load_summary(args.run_path)
     console = _console()
     console.print(
         _text(
@@ -192,7 +213,7 @@ def _show(args: argparse.Namespace) -> int:
     else:
         console.print("No checks recorded.", markup=False)
 
-    alerts = sorted_alerts(Alert.from_dict(a) for a in summary["alerts"])
+    alerts = sorted_alerts(run_events(summary))
     if alerts:
         console.print(_alert_table(alerts))
     else:

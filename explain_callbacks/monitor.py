@@ -22,6 +22,7 @@ from .drift import DriftTracker
 from .engine import AttributionEngine
 from .probes import ProbeSet, as_probe_set
 from .records import SCHEMA_VERSION, SEVERITY_ORDER, CheckResult, ProbeAttribution, Snapshot, json_safe
+from .rundir import REPORT_FILE, default_run_name
 from .shortcuts import ShortcutDiscovery
 from .sinks.base import RunInfo, Sink
 
@@ -93,7 +94,7 @@ class AttributionMonitor:
         self.rules.validate(self.probes)
         self.tracker = DriftTracker(top_k=top_k)
         self.discovery = ShortcutDiscovery(training_texts=training_texts, training_labels=training_labels)
-        self.run_name = run_name or time.strftime("run-%Y%m%d-%H%M%S")
+        self.run_name = run_name or default_run_name()
         self.resume = resume
         self.sinks: list[Sink] = []
         self.run_dir_sink = None
@@ -106,6 +107,8 @@ class AttributionMonitor:
         self._checks: list[dict[str, Any]] = []
         self._candidates: list[dict[str, Any]] = []
         self._failed_checks: list[str] = []
+        self._sink_errors: list[str] = []
+        self._status = "running"
         self._started = False
         self._finished = False
         self._restored = False
@@ -144,7 +147,9 @@ class AttributionMonitor:
         self.sinks.append(sink)
 
     def _run_info(self) -> RunInfo:
-        return RunInfo(name=self.run_name, probes=self.probes, config=self.config(), resume=self.resume)
+        return RunInfo(
+            name=self.run_name, probes=self.probes, config=self.config(), resume=self.resume, restored=self._restored
+        )
 
     def setup(self) -> None:
         """Start the sinks (rank zero only). Called by the first ``check`` if not before."""
@@ -158,15 +163,17 @@ class AttributionMonitor:
             if sink is self.run_dir_sink:
                 sink.start(info)  # a refused run directory must stop set-up, not be skipped
                 if self._restored:  # drop checks made after the checkpoint we resumed from
-                    sink.truncate_after_check(self._checks[-1]["check_index"] if self._checks else -1)
+                    last = self._checks[-1]["check_index"] if self._checks else -1
+                    sink.truncate_after_check(last, self.summary())
             else:
                 self._call_sink(sink, "start", info)
 
     def _call_sink(self, sink: Sink, method: str, *args: Any) -> None:
         try:
             getattr(sink, method)(*args)
-        except Exception:
+        except Exception as err:
             log.exception("%s.%s failed; skipping it for this call.", type(sink).__name__, method)
+            self._sink_errors.append(f"{type(sink).__name__}.{method}: {type(err).__name__}: {err}")
 
     # ------------------------------------------------------------------- check
     def check(self, step: int, epoch: int | None = None) -> CheckResult | None:
@@ -176,10 +183,10 @@ class AttributionMonitor:
         try:
             attributions = self._attribute_all()
         except Exception as err:
+            self._record_failed_check(step, err)
             if self.fail_on == "error":
                 raise
             log.exception("attribution check at step %s failed; training continues.", step)
-            self._failed_checks.append(f"step {step}: {type(err).__name__}: {err}")
             return None
         attribute_s = time.perf_counter() - started
         if not self.is_rank_zero:
@@ -187,10 +194,10 @@ class AttributionMonitor:
         try:
             result = self._evaluate(attributions, step, epoch, attribute_s, started)
         except Exception as err:
+            self._record_failed_check(step, err)
             if self.fail_on == "error":
                 raise
             log.exception("evaluating the check at step %s failed; training continues.", step)
-            self._failed_checks.append(f"step {step}: {type(err).__name__}: {err}")
             return None
         summary = self.summary()
         for sink in self.sinks:
@@ -200,6 +207,12 @@ class AttributionMonitor:
 
             print_check(result)
         return result
+
+    def _record_failed_check(self, step: int, err: Exception) -> None:
+        """Put a failed check in ``summary.json`` at once, before any exception escapes."""
+        self._failed_checks.append(f"step {step}: {type(err).__name__}: {err}")
+        if self.is_rank_zero and self.run_dir_sink is not None:
+            self._call_sink(self.run_dir_sink, "write_summary", self.summary())
 
     def _attribute_all(self) -> list[ProbeAttribution]:
         rank, world = _distributed()
@@ -268,7 +281,7 @@ class AttributionMonitor:
         return json_safe({
             "schema_version": SCHEMA_VERSION,
             "run_name": self.run_name,
-            "status": "finished" if self._finished else "running",
+            "status": self._status,
             "probe_fingerprint": self.probes.fingerprint,
             "n_probes": len(self.probes),
             "config": self.config(),
@@ -278,6 +291,7 @@ class AttributionMonitor:
             "stabilisation": self.tracker.stabilisation(),
             "trajectories": self.tracker.trajectories(),
             "failed_checks": list(self._failed_checks),
+            "sink_errors": list(self._sink_errors),
         })
 
     def should_fail(self) -> bool:
@@ -301,13 +315,15 @@ class AttributionMonitor:
             stop = bool(box[0])
         return stop
 
-    def finish(self, raise_on_alert: bool = True, collective: bool = True) -> dict[str, Any]:
+    def finish(self, raise_on_alert: bool = True, collective: bool = True, status: str = "finished") -> dict[str, Any]:
         """Flush every sink, render the report, and raise ``AttributionAlertError`` if ``fail_on``
         is met. Under ``torch.distributed`` rank zero decides and every rank raises alike; pass
-        ``collective=False`` after an exception, when other ranks may never arrive."""
+        ``collective=False`` after an exception, when other ranks may never arrive, and
+        ``status="crashed"`` so the summary does not call the run finished."""
         if self._finished:
             return self.summary()
         self._finished = True
+        self._status = status
         summary = self.summary()
         message = None
         if self.is_rank_zero:
@@ -331,7 +347,7 @@ class AttributionMonitor:
         lines += [f"  [{a.severity}] {a.rule}: {a.message}" for a in hits[:10]]
         lines += [f"  check failed: {msg}" for msg in self._failed_checks[:5]]
         if self.run_path is not None:
-            lines.append(f"details: {self.run_path / 'report.html'}")
+            lines.append(f"details: {self.run_path / REPORT_FILE}")
         return "\n".join(lines)
 
     # -------------------------------------------------------------- checkpoint

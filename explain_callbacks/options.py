@@ -15,6 +15,7 @@ from .alerts import AlertRules
 from .engine import ADAPTIVE, DEFAULT_MAX_STEPS, DEFAULT_N_STEPS, AttributionEngine
 from .monitor import FAIL_ON, AttributionMonitor
 from .probes import ProbeSet, as_probe_set
+from .rundir import validate_run_name
 from .sinks.base import Sink
 
 
@@ -85,6 +86,8 @@ class MonitorOptions:
         self.schedule = Schedule(self.every_n_epochs, self.every_n_steps)
         if self.fail_on not in FAIL_ON:
             raise ValueError(f"fail_on must be one of {FAIL_ON}, got {self.fail_on!r}.")
+        if self.run_name is not None:
+            validate_run_name(self.run_name)
         if isinstance(self.probe_sample_size, bool) or not isinstance(self.probe_sample_size, int) or self.probe_sample_size < 1:
             raise ValueError(f"probe_sample_size must be a positive int, got {self.probe_sample_size!r}.")
         if self.probes is not None:

@@ -1,12 +1,13 @@
-"""Read a run directory and render it as one self-contained HTML page.
+"""Render a run directory as one self-contained HTML page.
 
 The run directory (``probes.jsonl``, ``attributions.jsonl``, ``summary.json``) is written by the
-monitor while training runs; this module only reads it, so a report can be rendered during the
-run, after a crash, or on another machine. The page needs no network: CSS is inline, plots are
+monitor while training runs and read through :mod:`explain_callbacks.rundir`, the module that
+owns its format; a report can be rendered during the run, after a crash, or on another machine. The page needs no network: CSS is inline, plots are
 PNG images embedded as ``data:`` URIs, and there is no script at all.
 
 Probe texts, words, tokens, alert messages and evidence are user data: the Jinja2 environment
-autoescapes everything and the templates mark nothing ``|safe``.
+autoescapes everything and the templates mark nothing ``|safe``; control, bidi-override and
+zero-width characters are shown as ``[U+XXXX]`` (see :mod:`explain_callbacks.safe_text`).
 """
 
 from __future__ import annotations
@@ -15,172 +16,27 @@ import base64
 import io
 import json
 import math
-import os
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from .probes import Probe, ProbeError, ProbeSet
-from .records import SCHEMA_VERSION, SEVERITY_ORDER, Alert, Snapshot
-from .sinks.run_dir import ATTRIBUTIONS_FILE, PROBES_FILE, REPORT_FILE, SUMMARY_FILE
+from .records import SEVERITY_ORDER, Alert, Snapshot
+from .rundir import (  # noqa: F401  (the readers are re-exported: report.load_run is public)
+    REPORT_FILE,
+    RunData,
+    RunDirError,
+    load_run,
+    load_summary,
+    read_probes,
+    read_snapshots,
+    write_text_atomic,
+)
+from .safe_text import visible
 
 HEATMAP_LAST_CHECKS = 20  # heatmaps of the last N checks (plus the first) go in the report
 TRAJECTORY_WORDS = 10  # lines in the top-token trajectory plot
 DRIFT_METRICS = ("rbo", "jaccard", "kendall_tau", "cosine")
-
-
-class RunDirError(ValueError):
-    """A run directory that cannot be read. The message is one line naming the file and the fix."""
-
-
-# --------------------------------------------------------------------------- reading
-
-
-@dataclass
-class RunData:
-    """Everything a run directory holds, parsed. ``notes`` say what was tolerated."""
-
-    run_dir: Path
-    summary: dict[str, Any]
-    probes: list[Probe]
-    snapshots: list[Snapshot]
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def alerts(self) -> list[Alert]:
-        return [Alert.from_dict(a) for a in self.summary["alerts"]]
-
-
-def _list_of_objects(summary: dict[str, Any], key: str, path: Path) -> list[dict[str, Any]]:
-    value = summary.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise RunDirError(f"{path}: '{key}' must be a list of objects; the file is damaged, rerun the check.")
-    return value
-
-
-def load_summary(run_dir: str | Path) -> dict[str, Any]:
-    """Read and validate ``summary.json``; missing optional keys get empty defaults.
-
-    Raises :class:`RunDirError` for a missing directory or file, invalid JSON, a schema version
-    this package does not read, or malformed checks / alerts / candidates.
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        raise RunDirError(f"run directory {run_dir} does not exist.")
-    if not run_dir.is_dir():
-        raise RunDirError(f"{run_dir} is not a directory; pass the run directory that holds summary.json.")
-    path = run_dir / SUMMARY_FILE
-    if not path.is_file():
-        raise RunDirError(
-            f"{run_dir} has no {SUMMARY_FILE}; is it a run directory written by explain-callbacks "
-            "(the monitor's run_dir)?"
-        )
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise RunDirError(f"{path} is not UTF-8 text; the file is damaged.") from None
-    except json.JSONDecodeError as err:
-        raise RunDirError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); the file is damaged.") from None
-    if not isinstance(summary, dict):
-        raise RunDirError(f"{path} holds a JSON {type(summary).__name__}, expected an object.")
-    version = summary.get("schema_version")
-    if version is None:
-        raise RunDirError(f"{path} has no schema_version; it was not written by explain-callbacks.")
-    if version != SCHEMA_VERSION:
-        raise RunDirError(
-            f"{path} has schema_version {version!r}, this explain-callbacks reads {SCHEMA_VERSION}; "
-            "use the explain-callbacks version that wrote the run."
-        )
-    summary = dict(summary)
-    summary["checks"] = _list_of_objects(summary, "checks", path)
-    summary["candidates"] = _list_of_objects(summary, "candidates", path)
-    alerts = _list_of_objects(summary, "alerts", path)
-    for i, raw in enumerate(alerts):
-        try:
-            Alert.from_dict(raw)
-        except TypeError:
-            raise RunDirError(
-                f"{path}: alerts[{i}] lacks a required field (rule, severity, message, key); the file is damaged."
-            ) from None
-        if raw["severity"] not in SEVERITY_ORDER:
-            raise RunDirError(
-                f"{path}: alerts[{i}] has unknown severity {raw['severity']!r}; expected one of "
-                f"{', '.join(SEVERITY_ORDER)}."
-            )
-    summary["alerts"] = alerts
-    trajectories = summary.get("trajectories") or {}
-    if not isinstance(trajectories, dict):
-        raise RunDirError(f"{path}: 'trajectories' must be an object of word to share list.")
-    summary["trajectories"] = trajectories
-    summary.setdefault("run_name", run_dir.name)
-    summary.setdefault("status", "unknown")
-    summary.setdefault("config", {})
-    summary.setdefault("stabilisation", None)
-    return summary
-
-
-def read_snapshots(path: str | Path) -> tuple[list[Snapshot], list[str]]:
-    """Read ``attributions.jsonl``: one :class:`Snapshot` a line, ordered by check index.
-
-    A run killed while writing leaves an incomplete last line: it is skipped and a note says
-    so. A bad line anywhere else means a damaged file and raises :class:`RunDirError`. When a
-    resumed run wrote the same check twice, the later line wins.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return [], [f"{path.name} is missing; no heatmaps."]
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        lines = [(n, line) for n, line in enumerate(fh, 1) if line.strip()]
-    notes: list[str] = []
-    by_index: dict[int, Snapshot] = {}
-    for pos, (n, line) in enumerate(lines):
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as err:
-            if pos == len(lines) - 1:
-                notes.append(
-                    f"{path.name} line {n} is incomplete (the run was probably killed while writing it); skipped."
-                )
-                break
-            raise RunDirError(f"{path}:{n}: not valid JSON ({err.msg}); the file is damaged.") from None
-        if not isinstance(data, dict):
-            raise RunDirError(f"{path}:{n}: expected a snapshot object, got {type(data).__name__}.")
-        version = data.get("schema_version", SCHEMA_VERSION)
-        if version != SCHEMA_VERSION:
-            raise RunDirError(
-                f"{path}:{n}: schema_version {version!r}, this explain-callbacks reads {SCHEMA_VERSION}."
-            )
-        try:
-            snapshot = Snapshot.from_dict(data)
-        except (TypeError, AttributeError):
-            raise RunDirError(f"{path}:{n}: not a snapshot (a required field is missing); the file is damaged.") from None
-        by_index[snapshot.check_index] = snapshot
-    return [by_index[i] for i in sorted(by_index)], notes
-
-
-def read_probes(path: str | Path) -> list[Probe]:
-    """Read ``probes.jsonl``; a missing file gives no probes, a damaged one raises."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    try:
-        return list(ProbeSet.from_file(path))
-    except ProbeError as err:
-        raise RunDirError(f"{path}: {err}") from None
-
-
-def load_run(run_dir: str | Path) -> RunData:
-    """Read a whole run directory (see :func:`load_summary` and :func:`read_snapshots`)."""
-    run_dir = Path(run_dir)
-    summary = load_summary(run_dir)
-    snapshots, notes = read_snapshots(run_dir / ATTRIBUTIONS_FILE)
-    probes = read_probes(run_dir / PROBES_FILE)
-    if summary["status"] == "running":
-        notes.insert(0, "The run has not finished (status 'running'): it is still going or was killed.")
-    return RunData(run_dir=run_dir, summary=summary, probes=probes, snapshots=snapshots, notes=notes)
 
 
 # --------------------------------------------------------------------------- figures
@@ -230,7 +86,7 @@ def _new_figure(n_axes: int):
 
 def _plain_label(text: str) -> str:
     """A user word as a matplotlib label drawn as written: ``$`` would otherwise start math."""
-    return text.replace("$", r"\$")
+    return visible(text).replace("$", r"\$")
 
 
 def _check_steps(checks: Sequence[dict[str, Any]]) -> list[float]:
@@ -449,7 +305,7 @@ def report_context(run: RunData) -> dict[str, Any]:
     """Everything the report template shows, with numbers already formatted and plots encoded."""
     summary = run.summary
     checks = summary["checks"]
-    alerts = sorted_alerts(run.alerts)
+    alerts = sorted_alerts(run.events)  # failed checks and lost writes are listed with the alerts
     candidates = summary["candidates"]
     trajectories = summary["trajectories"]
     highlighted = [a.token for a in alerts if a.token] + [str(c.get("word")) for c in candidates[:5]]
@@ -501,6 +357,12 @@ def report_context(run: RunData) -> dict[str, Any]:
 # --------------------------------------------------------------------------- rendering
 
 
+def _shown(value: Any) -> Any:
+    """Every ``{{ }}`` output: control, bidi-override and zero-width characters made visible
+    (autoescaping then escapes the markup)."""
+    return visible(value) if isinstance(value, str) else value
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
@@ -508,6 +370,7 @@ def _environment() -> Environment:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_shown,
     )
     env.filters["num"] = format_number
     return env
@@ -529,23 +392,16 @@ def render_report_html(run: RunData) -> str:
     return _environment().get_template("report.html").render(**report_context(run))
 
 
-def render_report(run_dir: str | Path, output: str | Path | None = None) -> Path:
-    """Render ``run_dir`` to ``output`` (default ``run_dir/report.html``) and return its path.
+def render_report(run_path: str | Path, output: str | Path | None = None) -> Path:
+    """Render the run at ``run_path`` to ``output`` (default ``run_path/report.html``) and
+    return its path.
 
     The file is replaced atomically, so a browser or another process never reads half a page.
     Raises :class:`RunDirError` when the run directory cannot be read.
     """
-    run = load_run(run_dir)
+    run = load_run(run_path)
     html = render_report_html(run)
-    target = Path(output) if output is not None else run.run_dir / REPORT_FILE
+    target = Path(output) if output is not None else run.run_path / REPORT_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(html)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a report is meant to be shared
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(target, html)
     return target

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from typing import Any, Callable, Sequence
 
 import torch
@@ -27,6 +26,7 @@ from explain_callbacks.monitor import AttributionMonitor
 from explain_callbacks.options import MonitorOptions
 from explain_callbacks.probes import ProbeError, ProbeSet
 from explain_callbacks.records import CheckResult
+from explain_callbacks.rundir import default_run_name as unique_run_name
 from explain_callbacks.sinks.base import RunInfo, Sink
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def default_run_name(trainer: Any) -> str:
         if version is not None:
             version = version if isinstance(version, str) else f"version_{version}"
             return "_".join(str(p) for p in (getattr(logger, "name", None), version) if p)
-    return time.strftime("lightning-%Y%m%d-%H%M%S")
+    return unique_run_name("lightning")
 
 
 class AttributionDriftLogic:
@@ -268,9 +268,10 @@ class AttributionDriftLogic:
             self.monitor.finish()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        """Flush what the checks wrote; no collective call, since other ranks may be gone."""
+        """Flush what the checks wrote, marking the run crashed; no collective call, since other
+        ranks may be gone."""
         if self.monitor is not None:
-            self.monitor.finish(raise_on_alert=False, collective=False)
+            self.monitor.finish(raise_on_alert=False, collective=False, status="crashed")
 
     # ------------------------------------------------------------- checkpoint
     def state_dict(self) -> dict[str, Any]:

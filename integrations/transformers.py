@@ -38,6 +38,7 @@ from transformers import TrainerCallback
 from explain_callbacks.monitor import AttributionMonitor
 from explain_callbacks.options import MonitorOptions
 from explain_callbacks.probes import ProbeError, ProbeSet
+from explain_callbacks.rundir import REPORT_FILE
 
 try:  # transformers >= 4.41
     from transformers.trainer_callback import ExportableState
@@ -259,7 +260,7 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
         self._training = False
         self.monitor.finish()  # raises AttributionAlertError when fail_on is met
         if state.is_world_process_zero and self.run_path is not None:
-            log.info("attribution report: %s", self.run_path / "report.html")
+            log.info("attribution report: %s", self.run_path / REPORT_FILE)
 
     # ------------------------------------------------------------ checkpoint
     def state(self) -> dict[str, Any]:

@@ -205,7 +205,7 @@ def test_a_failed_fit_still_finishes_the_run_directory(tmp_path, tok):
         fit(tiny.trainer(pl, tmp_path, callbacks=[callback]), FailsAtStepThree(len(tok)), tok, val=0)
     summary = read_summary(tmp_path / "runs" / "x")
     assert [c["step"] for c in summary["checks"]] == [1, 2, 3]
-    assert summary["status"] == "finished" and (tmp_path / "runs" / "x" / "report.html").exists()
+    assert summary["status"] == "crashed" and (tmp_path / "runs" / "x" / "report.html").exists()  # not "finished"
 
 
 @pytest.mark.slow

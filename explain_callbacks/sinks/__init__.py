@@ -10,13 +10,22 @@ import importlib
 from typing import Any
 
 from .base import RunInfo, Sink
-from .run_dir import ProbeSetChangedError, RunDirectoryExistsError, RunDirectorySink, write_json_atomic
+from .run_dir import (
+    ProbeSetChangedError,
+    ResumeWithoutStateError,
+    RunDirectoryExistsError,
+    RunDirectoryInUseError,
+    RunDirectorySink,
+    write_json_atomic,
+)
 
 _LAZY = {"TensorBoardSink": ".tensorboard", "WandbSink": ".wandb"}
 
 __all__ = [
     "ProbeSetChangedError",
+    "ResumeWithoutStateError",
     "RunDirectoryExistsError",
+    "RunDirectoryInUseError",
     "RunDirectorySink",
     "RunInfo",
     "Sink",

@@ -11,12 +11,18 @@ from ..records import CheckResult
 
 @dataclass
 class RunInfo:
-    """What a sink learns once, before the first check."""
+    """What a sink learns once, before the first check.
+
+    ``resume``: continue a recorded run. ``restored``: whether the monitor loaded checkpoint
+    state (``None``: the caller does not say, as when a sink is driven by hand); a run that
+    resumes with ``restored=False`` has none of the recorded history and is refused.
+    """
 
     name: str
     probes: ProbeSet
     config: dict[str, Any] = field(default_factory=dict)
     resume: bool = False
+    restored: bool | None = None
 
 
 @runtime_checkable
