@@ -22,6 +22,7 @@ from torch import nn
 
 from .isolation import isolated_from_training
 from .probes import Probe
+from .words import span_index, word_spans
 
 
 class AdapterError(ValueError):
@@ -204,22 +205,29 @@ class TokenizerAdapter(ModelAdapter):
 
 
 def _words_from_encoding(enc: Any, probe: Probe) -> list[Word]:
-    """Group sub-word tokens by (segment, word id); each word's text is its span in the source."""
+    """Group sub-word tokens by (segment, word id), and join the tokenizer's words that lie in one
+    word of :mod:`.words` (``don't``, ``state-of-the-art``); each word's text is its span in the source."""
     word_ids = enc.word_ids()
     seq_ids = enc.sequence_ids()
     offsets = enc["offset_mapping"]
+    sources = (probe.text, probe.text_pair or "")
+    spans = [word_spans(source) for source in sources]
     words: list[Word] = []
-    key_prev = None
+    key_prev = span_prev = None
     for t, (wid, sid) in enumerate(zip(word_ids, seq_ids)):
         if wid is None or sid is None:
-            key_prev = None
+            key_prev = span_prev = None
             continue
+        start, end = offsets[t]
+        while start < end and sources[sid][start].isspace():
+            start += 1
+        span = (sid, span_index(spans[sid], start)) if start < end else None
         key = (sid, wid)
-        if key == key_prev:
+        if key == key_prev or (span is not None and span[1] is not None and span == span_prev):
             words[-1].end = t + 1
         else:
             words.append(Word(text="", start=t, end=t + 1, segment=sid))
-        key_prev = key
+        key_prev, span_prev = key, span
     for w in words:
         source = probe.text if w.segment == 0 else (probe.text_pair or "")
         start = offsets[w.start][0]

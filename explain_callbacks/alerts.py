@@ -7,9 +7,10 @@ is raised once, when its key first fires; later checks update it in place (``las
 
 Rules (all severities can be changed with ``severities=``):
 
-- ``watch_token`` (warning): a watched word enters the top ``watch_top_k`` words in at least
-  ``watch_probe_fraction`` of the probes that contain it, or its mean share on those probes
-  reaches ``watch_share``.
+- ``watch_token`` (warning): a watched word or phrase (``"sent from my iphone"``, its words'
+  shares summed) enters the top ``watch_top_k`` words with a share toward the target (at most
+  half the words of a short probe) in at least ``watch_probe_fraction`` of the probes that
+  contain it, or its mean share on those probes reaches ``watch_share``.
 - ``invariance`` (warning): the two probes of an invariance pair get different predictions.
 - ``shortcut`` (warning): a discovered shortcut candidate (:mod:`.shortcuts`) scores above
   the threshold its evidence allows (see :meth:`AlertRules.shortcut_threshold`).
@@ -28,6 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .probes import ProbeSet
 from .records import Alert, ProbeAttribution, Snapshot, json_safe
+from .words import is_word, word_spans
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +41,12 @@ EVIDENCE_PROBES = 5  # probes listed in an alert's evidence
 
 
 def word_pattern(word: str) -> re.Pattern[str]:
-    """Case-insensitive whole-word match of ``word`` in running text."""
-    return re.compile(rf"(?<!\w){re.escape(word)}(?!\w)", re.IGNORECASE)
+    """Case-insensitive whole-word match of ``word`` (or a phrase of words, any spacing) in running text."""
+    parts = word.split() or [word]
+    body = re.escape(parts[0])
+    for before, part in zip(parts, parts[1:]):
+        body += (r"\s+" if is_word(before) and is_word(part) else r"\s*") + re.escape(part)
+    return re.compile(rf"(?<!\w){body}(?!\w)", re.IGNORECASE)
 
 
 def _check_fraction(name: str, value: Any, low_open: bool = False) -> float:
@@ -90,12 +96,8 @@ class AlertRules:
                 raise ValueError(
                     f"AlertRules: watch_tokens must be non-empty strings, got {token!r}."
                 )
-            if len(token.split()) > 1:
-                raise ValueError(
-                    f"AlertRules: watch token {token!r} has several words; watch each word "
-                    "separately (matching is per word)."
-                )
-            lowered = token.strip().lower()
+            # a phrase is matched word by word, as the attributions split it
+            lowered = " ".join(token[a:b].lower() for a, b in word_spans(token))
             if lowered not in tokens:
                 tokens.append(lowered)
         self.watch_tokens = tuple(tokens)
@@ -245,19 +247,13 @@ class AlertRules:
 
     def _watch_token(self, snapshot: Snapshot):
         for token in self.watch_tokens:
+            phrase = token.split(" ")
             rows = []
             for attribution in snapshot.attributions:
-                positions = [i for i, w in enumerate(attribution.words) if w.lower() == token]
-                if not positions:
-                    continue
-                order = sorted(range(len(attribution.words)), key=lambda i: (-attribution.word_shares[i], i))
-                best_rank = min(order.index(i) for i in positions) + 1
-                share = sum(float(attribution.word_shares[i]) for i in positions)
-                rows.append({"probe_id": attribution.probe_id, "target": attribution.target,
-                             "share": share, "rank": best_rank})
+                rows += _watched_occurrence(attribution, phrase, self.watch_top_k)
             if not rows:
                 continue
-            in_top = sum(r["rank"] <= self.watch_top_k for r in rows) / len(rows)
+            in_top = sum(r["in_top"] for r in rows) / len(rows)
             mean_share = sum(r["share"] for r in rows) / len(rows)
             if in_top >= self.watch_probe_fraction or mean_share >= self.watch_share:
                 rows.sort(key=lambda r: -r["share"])
@@ -346,6 +342,27 @@ class AlertRules:
         alerts = [Alert.from_dict(a) for a in state.get("alerts", [])]
         self._alerts = {a.key: a for a in alerts}
         self._streaks = {str(k): int(v) for k, v in state.get("streaks", {}).items()}
+
+
+def _watched_occurrence(attribution: ProbeAttribution, phrase: list[str], top_k: int) -> list[dict[str, Any]]:
+    """The watched word or phrase in one probe: its share (occurrences summed), its best rank
+    among the probe's words (a phrase counts as one word), and whether it is in the top
+    ``top_k``. Only a share toward the target counts, and in a probe of few words the top is
+    at most half of them: else a word of a five-word probe would always be "in the top 5"."""
+    words = [w.lower() for w in attribution.words]
+    shares = [float(s) for s in attribution.word_shares]
+    n = len(phrase)
+    starts = [i for i in range(len(words) - n + 1) if words[i : i + n] == phrase]
+    if not starts:
+        return []
+    covered = {i + j for i in starts for j in range(n)}
+    units = [sum(shares[i : i + n]) for i in starts]
+    others = [s for i, s in enumerate(shares) if i not in covered]
+    share = sum(units)
+    rank = 1 + sum(s > max(units) for s in others)
+    limit = min(top_k, max(1, (len(others) + 1) // 2))
+    return [{"probe_id": attribution.probe_id, "target": attribution.target, "share": share, "rank": rank,
+             "in_top": bool(max(units) > 0 and rank <= limit)}]
 
 
 def _differing_words(one: ProbeAttribution, other: ProbeAttribution) -> list[dict[str, Any]]:

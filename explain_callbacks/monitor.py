@@ -24,6 +24,8 @@ from .probes import ProbeSet, as_probe_set
 from .records import SCHEMA_VERSION, SEVERITY_ORDER, CheckResult, ProbeAttribution, Snapshot, json_safe
 from .rundir import REPORT_FILE, default_run_name
 from .shortcuts import ShortcutDiscovery
+from .statistics import DEFAULT_MAX_EXAMPLES, TrainingStatistics, batch_examples, dataset_examples
+from .words import adjacent_pairs, text_words
 from .sinks.base import RunInfo, Sink
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,9 @@ class AttributionMonitor:
         top_k: words per probe (and globally) that drift and alerts compare.
         watch_tokens, invariance_pairs: see ``AlertRules``; ignored when ``rules`` is given.
         training_texts, training_labels: the training data (or a sample) for shortcut discovery.
+            Not needed where the integration gathers the statistics itself (every integration
+            does) or a custom loop calls :meth:`observe`.
+        max_training_examples: how many distinct training examples the statistics sample.
         run_dir: root of the local run directory (``None`` turns it off); ``run_name`` its folder.
         resume: continue an existing run directory with the same probes.
         sinks: more sinks (TensorBoard, W&B).
@@ -75,6 +80,7 @@ class AttributionMonitor:
         sinks: Sequence[Sink] = (),
         fail_on: str = "never",
         verbose: bool = False,
+        max_training_examples: int = DEFAULT_MAX_EXAMPLES,
     ):
         if not isinstance(engine, AttributionEngine):
             raise TypeError(f"engine must be an AttributionEngine, got {type(engine).__name__}.")
@@ -93,7 +99,11 @@ class AttributionMonitor:
         self.rules = rules or AlertRules(watch_tokens=watch_tokens, invariance_pairs=invariance_pairs)
         self.rules.validate(self.probes)
         self.tracker = DriftTracker(top_k=top_k)
-        self.discovery = ShortcutDiscovery(training_texts=training_texts, training_labels=training_labels)
+        self.statistics = TrainingStatistics(max_training_examples, pairs=_probe_pairs(self.probes, self.rules))
+        self.statistics.bind_tokenizer(getattr(engine.adapter, "tokenizer", None))
+        self.discovery = ShortcutDiscovery(
+            training_texts=training_texts, training_labels=training_labels, statistics=self.statistics
+        )
         self.run_name = run_name or default_run_name()
         self.resume = resume
         self.sinks: list[Sink] = []
@@ -175,6 +185,56 @@ class AttributionMonitor:
             log.exception("%s.%s failed; skipping it for this call.", type(sink).__name__, method)
             self._sink_errors.append(f"{type(sink).__name__}.{method}: {type(err).__name__}: {err}")
 
+    # ------------------------------------------------------------ statistics
+    def observe(
+        self, texts: Sequence[str] | None = None, input_ids: Any = None, labels: Any = None, epoch: int | None = None
+    ) -> int:
+        """Count training examples for shortcut discovery: a batch of ``texts`` or of
+        ``input_ids`` (the model's tokenizer's, padding allowed) with their class ``labels``.
+        Call it from a custom loop with each batch; the integrations call it themselves.
+        Reads only what it is given (no RNG, no change to training); an example seen again
+        is not counted twice, and with ``epoch`` only the first epoch is read. Returns how many
+        examples were new. Under ``torch.distributed`` each rank observes its own batches and
+        the checks combine them."""
+        return self.statistics.observe(texts=texts, input_ids=input_ids, labels=labels, epoch=epoch)
+
+    def observe_batch(self, batch: Any, epoch: int | None = None, batches_per_epoch: Any = None) -> int:
+        """:meth:`observe` a training batch as a framework hands it over (see
+        :func:`~.statistics.batch_examples`); ``batches_per_epoch`` (when known) spreads the
+        sample over the whole epoch. Batches without input ids and labels are skipped."""
+        if self.statistics.complete:
+            return 0
+        found = batch_examples(batch)
+        if found is None:
+            return 0
+        texts, input_ids, labels = found
+        if self.statistics.n_examples == 0 and isinstance(batches_per_epoch, int):
+            self.statistics.expect(batches_per_epoch * len(labels))
+        return self.observe(texts=texts, input_ids=input_ids, labels=labels, epoch=epoch)
+
+    def observe_dataset(self, dataset: Any, text_key: str = "text") -> int:
+        """Count a training set (the same on every rank) at once, as
+        :func:`~.statistics.dataset_examples` reads it (a text column, else input ids, with
+        labels); returns 0 when it holds neither, or when restored statistics are complete."""
+        if self.statistics.complete:
+            return 0
+        found = dataset_examples(dataset, text_key, self.statistics.max_examples)
+        if found is None:
+            return 0
+        return self.observe_examples(*found)
+
+    def observe_examples(self, texts: Sequence[str] | None = None, input_ids: Any = None, labels: Any = None) -> int:
+        """Count a whole training set (the same on every rank) at once: texts or input ids, with
+        labels. Skipped when restored statistics are already complete."""
+        if self.statistics.complete or labels is None or (texts is None and input_ids is None):
+            return 0
+        n = len(texts if texts is not None else input_ids)
+        self.statistics.expect(n)
+        added = self.statistics.observe(texts=texts, input_ids=input_ids, labels=labels, distinct=False)
+        self.statistics.complete = True
+        self.statistics.mark_replicated()
+        return added
+
     # ------------------------------------------------------------------- check
     def check(self, step: int, epoch: int | None = None) -> CheckResult | None:
         """Run one check. Returns the result on rank zero, ``None`` on other ranks or on failure."""
@@ -189,6 +249,7 @@ class AttributionMonitor:
             log.exception("attribution check at step %s failed; training continues.", step)
             return None
         attribute_s = time.perf_counter() - started
+        self._gather_statistics()
         if not self.is_rank_zero:
             return None
         try:
@@ -207,6 +268,17 @@ class AttributionMonitor:
 
             print_check(result)
         return result
+
+    def _gather_statistics(self) -> TrainingStatistics:
+        """Every rank's training statistics together (collective under ``torch.distributed``);
+        discovery reads them, and the checkpoint keeps them."""
+        try:
+            gathered = self.statistics.gathered()
+        except Exception:
+            log.exception("combining the ranks' training statistics failed; this check uses the local ones.")
+            gathered = self.statistics
+        self.discovery.statistics = gathered
+        return gathered
 
     def _record_failed_check(self, step: int, err: Exception) -> None:
         """Put a failed check in ``summary.json`` at once, before any exception escapes."""
@@ -362,6 +434,7 @@ class AttributionMonitor:
             "checks": list(self._checks),
             "candidates": list(self._candidates),
             "failed_checks": list(self._failed_checks),
+            "statistics": self.discovery.statistics.state_dict(self.discovery.min_count),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -376,6 +449,10 @@ class AttributionMonitor:
         self.engine.load_state_dict(state.get("engine", {}))
         self.tracker.load_state_dict(state.get("tracker", {}))
         self.rules.load_state_dict(state.get("rules", {}))
+        if state.get("statistics"):
+            self.statistics.load_state_dict(state["statistics"])
+            self.statistics.add_pairs(_probe_pairs(self.probes, self.rules))
+            self.discovery.statistics = self.statistics
         self._checks = list(state.get("checks", []))
         self._candidates = list(state.get("candidates", []))
         self._failed_checks = list(state.get("failed_checks", []))
@@ -385,3 +462,14 @@ class AttributionMonitor:
         if self.run_dir_sink is not None:
             self.run_dir_sink.resume = True
             self.run_dir_sink.name = self.run_name
+
+
+def _probe_pairs(probes: ProbeSet, rules: AlertRules) -> set[str]:
+    """The adjacent word pairs the probes hold (discovery asks about them), with watched phrases'."""
+    pairs: set[str] = set()
+    for probe in probes:
+        for text in (probe.text, probe.text_pair or ""):
+            pairs.update(adjacent_pairs(text_words(text)))
+    for token in rules.watch_tokens:
+        pairs.update(adjacent_pairs(token.split(" ")))
+    return pairs

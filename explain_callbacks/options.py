@@ -17,6 +17,7 @@ from .monitor import FAIL_ON, AttributionMonitor
 from .probes import ProbeSet, as_probe_set
 from .rundir import validate_run_name
 from .sinks.base import Sink
+from .statistics import DEFAULT_MAX_EXAMPLES
 
 
 @dataclass
@@ -73,6 +74,7 @@ class MonitorOptions:
     rules: AlertRules | None = None
     training_texts: Sequence[str] | None = None
     training_labels: Sequence[Any] | None = None
+    max_training_examples: int = DEFAULT_MAX_EXAMPLES
     run_dir: str | Path | None = "explain_runs"
     run_name: str | None = None
     resume: bool = False
@@ -126,6 +128,7 @@ class MonitorOptions:
             rules=self.rules,
             training_texts=self.training_texts,
             training_labels=self.training_labels,
+            max_training_examples=self.max_training_examples,
             run_dir=self.run_dir,
             run_name=self.run_name,
             resume=self.resume,

@@ -33,8 +33,6 @@ lists what was present ("attribution", "training", "counterfactual").
 from __future__ import annotations
 
 import math
-import random
-import re
 import logging
 from collections import Counter, defaultdict
 from typing import Any, Callable, Hashable, Sequence
@@ -44,20 +42,21 @@ from scipy import stats
 from .alerts import json_safe, word_pattern
 from .drift import lowercase_word_shares
 from .records import ProbeAttribution, Snapshot
+from .statistics import TrainingStatistics, as_label
+from .words import adjacent_pairs, is_word, text_words
 
 logger = logging.getLogger(__name__)
 
 PredictFn = Callable[[list[str]], Sequence[int]]
 
-WORD_RE = re.compile(r"\w+")
 PURITY_GATE = (0.5, 0.8)
 # One-sided enough for a word in a few dozen examples; genuine words have hundreds.
 PURITY_CONFIDENCE = 0.8  # purity above the prior: no shortcut evidence below, full above
 
 
 def training_words(text: str) -> set[str]:
-    """The distinct lowercase ``\\w+`` words of one training text."""
-    return set(WORD_RE.findall(text.lower()))
+    """The distinct lowercase words of one training text (as :mod:`.words` defines a word)."""
+    return set(text_words(text))
 
 
 def wilson_lower_bound(successes: int, trials: int, confidence: float = 0.95) -> float:
@@ -69,22 +68,19 @@ def wilson_lower_bound(successes: int, trials: int, confidence: float = 0.95) ->
 
 
 def _as_label(value: Any) -> Hashable:
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, (list, dict, set)):
-        raise ValueError(
-            f"ShortcutDiscovery: training labels must be single class labels, got {type(value).__name__} "
-            f"({value!r:.60}); multi-label data is not supported."
-        )
-    return value
+    try:
+        return as_label(value)
+    except ValueError as err:
+        raise ValueError(f"ShortcutDiscovery: {err}") from None
 
 
 class ShortcutDiscovery:
     """Ranks probe words by how much they look like a shortcut the model learned.
 
-    ``training_texts`` / ``training_labels``: the training data or a sample of it (both or
-    neither; above ``max_examples`` a seeded random sample is kept). Without them only
-    attribution and counterfactual evidence count, and the alert threshold is stricter.
+    ``statistics``: the :class:`~.statistics.TrainingStatistics` to read (the monitor's, which
+    the integrations fill); or ``training_texts`` / ``training_labels``: the training data or a
+    sample of it (both or neither; above ``max_examples`` an even, hash-chosen sample is kept).
+    Without statistics only attribution and counterfactual evidence count, and no alert fires.
     ``min_count``: words in fewer training examples are not candidates (too little evidence).
     ``rarity_df``: document frequency at which a word counts as common (rarity 0); below it
     rarity rises linearly to 1. ``dominance_share``: a mean share that counts as full
@@ -104,6 +100,7 @@ class ShortcutDiscovery:
         dominance_share: float = 0.5,
         max_examples: int = 50_000,
         seed: int = 0,
+        statistics: TrainingStatistics | None = None,
     ):
         for name, value in (("min_count", min_count), ("max_candidates", max_candidates),
                             ("counterfactual_probes", counterfactual_probes), ("max_examples", max_examples)):
@@ -127,49 +124,28 @@ class ShortcutDiscovery:
         self.counterfactual_probes = counterfactual_probes
         self.rarity_df = float(rarity_df)
         self.dominance_share = float(dominance_share)
-        self.n_examples = 0
-        self.label_counts: Counter = Counter()
-        self.word_labels: dict[str, Counter] = {}
+        self.statistics = statistics if statistics is not None else TrainingStatistics(max_examples, pairs=None, seed=seed)
         if training_texts is not None:
-            self._fit(list(training_texts), list(training_labels), max_examples, seed)
+            fit_texts(self.statistics, list(training_texts), list(training_labels), "ShortcutDiscovery")
 
     @property
     def has_training_data(self) -> bool:
-        return self.n_examples > 0
-
-    def _fit(self, texts: list[Any], labels: list[Any], max_examples: int, seed: int) -> None:
-        if len(texts) != len(labels):
-            raise ValueError(
-                f"ShortcutDiscovery: {len(texts)} training texts but {len(labels)} labels; give one label per text."
-            )
-        if not texts:
-            raise ValueError("ShortcutDiscovery: training_texts is empty; pass None to go without training data.")
-        indices = list(range(len(texts)))
-        if len(indices) > max_examples:
-            indices = sorted(random.Random(seed).sample(indices, max_examples))
-        word_labels: dict[str, Counter] = defaultdict(Counter)
-        for i in indices:
-            if not isinstance(texts[i], str):
-                raise ValueError(
-                    f"ShortcutDiscovery: training text {i} is a {type(texts[i]).__name__}, not a string."
-                )
-            label = _as_label(labels[i])
-            self.label_counts[label] += 1
-            for word in training_words(texts[i]):
-                word_labels[word][label] += 1
-        self.n_examples = len(indices)
-        self.word_labels = {w: c for w, c in word_labels.items() if sum(c.values()) >= self.min_count}
+        return self.statistics.has_data
 
     def word_statistics(self, word: str) -> dict[str, Any] | None:
-        """Training statistics of one word, or ``None`` if it is below ``min_count``."""
-        counts = self.word_labels.get(word.lower())
-        if counts is None:
+        """Training statistics of one word (or adjacent pair ``"a b"``), or ``None`` if it is below
+        ``min_count``."""
+        counts = self.statistics.counts(word)
+        count = sum(counts.values()) if counts else 0
+        if count < self.min_count:
             return None
-        count = sum(counts.values())
+        n_examples = self.statistics.n_examples
         label, top = max(counts.items(), key=lambda kv: (kv[1], str(kv[0])))
-        prior = self.label_counts[label] / self.n_examples
+        prior = self.statistics.label_counts[label] / n_examples
+        if " " in word:  # a pair is measured above what its two words predict together
+            prior = max(prior, self._expected_pair_purity(word, label, prior))
         purity_low = wilson_lower_bound(top, count, PURITY_CONFIDENCE)
-        df = count / self.n_examples
+        df = count / n_examples
         return {
             "train_count": count,
             "train_purity": top / count,
@@ -178,6 +154,21 @@ class ShortcutDiscovery:
             "purity_excess": max(0.0, (purity_low - prior) / (1.0 - prior)) if prior < 1.0 else 0.0,
             "rarity": max(0.0, 1.0 - df / self.rarity_df),
         }
+
+    def _expected_pair_purity(self, pair: str, label: Hashable, prior: float) -> float:
+        """The purity toward ``label`` that the pair's words give when they are independent
+        evidence (naive Bayes: the prior odds times each word's likelihood ratio). Two class
+        words side by side ("great lovely") are purer than either, as expected; a planted phrase
+        of common words ("sent from") is far purer than its words predict."""
+        odds = prior / (1.0 - prior) if prior < 1.0 else math.inf
+        expected = odds
+        for word in pair.split(" "):
+            counts = self.statistics.counts(word) or Counter()
+            total = sum(counts.values())
+            word_purity = (counts.get(label, 0) + prior) / (total + 1.0)  # smoothed toward the prior
+            word_odds = word_purity / (1.0 - word_purity) if word_purity < 1.0 else math.inf
+            expected *= word_odds / odds if odds else 1.0
+        return 1.0 if math.isinf(expected) else expected / (1.0 + expected)
 
     # ----------------------------------------------------------------------- ranking
 
@@ -198,16 +189,19 @@ class ShortcutDiscovery:
                 if train is None:
                     continue  # (nearly) absent from training data: cannot be a learned shortcut
                 basis.append("training")
+            elif " " in word:
+                continue  # a pair is a candidate only for being purer than its words
             label = self._class_id(train["purity_label"], snapshot) if train else evidence["supported_target"]
             rows.append({"word": word, "attribution": evidence, "train": train, "label": label,
                          "basis": basis, "flips": None})
+        rows = self._pairs_purer_than_words(rows)
         for row in rows:
             row["score"] = self._score(row)
         if predict_fn is not None and self.counterfactual_words:
             # the most promising by the evidence so far (dominance alone without training data)
             # (a closed purity gate scores 0 whatever the flips: those words are not worth the forwards)
-            by_promise = sorted(rows, key=lambda r: (-r["score"], -r["attribution"]["dominance"], r["word"]))
-            tested = [r for r in by_promise if r["attribution"]["dominance"] > 0 and self._gate(r) > 0]
+            by_promise = sorted(rows, key=lambda r: (-r["score"], -self._reliance(r, False), r["word"]))
+            tested = [r for r in by_promise if self._reliance(r, False) > 0 and self._gate(r) > 0]
             tested = tested[: self.counterfactual_words]
             self._counterfactuals(tested, snapshot, predict_fn)
             for row in tested:
@@ -217,29 +211,90 @@ class ShortcutDiscovery:
         rows = sorted((r for r in rows if r["score"] > 0), key=lambda r: (-r["score"], r["word"]))
         return [self._candidate(r) for r in rows[: self.max_candidates]]
 
+    def _pairs_purer_than_words(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Adjacent pairs stay candidates only where they are purer than either of their words
+        (``"sent from"`` pure while ``"sent"`` and ``"from"`` are not)."""
+        gates = {r["word"]: self._gate(r) for r in rows if " " not in r["word"]}
+        kept = []
+        for row in rows:
+            if " " in row["word"]:
+                first, second = row["word"].split(" ")
+                if self._gate(row) <= max(gates.get(first, 0.0), gates.get(second, 0.0)):
+                    continue
+            kept.append(row)
+        return kept
+
     def _attribution_evidence(self, snapshot: Snapshot) -> dict[str, dict[str, Any]]:
+        """Per word (and adjacent pair, with training data): its shares on the probes that
+        contain it, and the evidence of the misclassified ones: the word that carries the
+        prediction (the top share toward a wrong predicted class) or that works against the gold
+        label (a large negative share toward it) is what makes the probe wrong."""
         shares: dict[str, list[float]] = defaultdict(list)
         top1: dict[str, int] = defaultdict(int)
         support: dict[str, Counter] = defaultdict(Counter)
+        wrong: dict[str, list[tuple[Any, float]]] = defaultdict(list)  # (predicted class, strength)
         for attribution in snapshot.attributions:
-            per_word = {w: s for w, s in lowercase_word_shares(attribution).items() if WORD_RE.fullmatch(w)}
-            if not per_word:
+            units = self._units(attribution)
+            if not units:
                 continue
             best = max(range(len(attribution.words)), key=lambda i: (attribution.word_shares[i], -i))
-            for word, share in per_word.items():
+            top1[attribution.words[best].lower()] += 1
+            misclassified = _misclassified(attribution)
+            for word, (share, others_max, others_min) in units.items():
                 shares[word].append(share)
                 if share > 0:
                     support[word][attribution.target] += share
-            top1[attribution.words[best].lower()] += 1
+                if " " in word and share > others_max:
+                    top1[word] += 1
+                if misclassified == "toward_prediction":
+                    strength = 0.5 * (share > others_max) + 0.5 * min(1.0, max(0.0, share) / self.dominance_share)
+                elif misclassified == "toward_gold":
+                    strength = 0.5 * (share < others_min) + 0.5 * min(1.0, max(0.0, -share) / self.dominance_share)
+                else:
+                    continue
+                wrong[word].append((attribution.prediction, strength))
         out = {}
         for word, values in shares.items():
             mean_share = sum(values) / len(values)
             top1_rate = top1.get(word, 0) / len(values)
             dominance = 0.5 * top1_rate + 0.5 * min(1.0, max(0.0, mean_share) / self.dominance_share)
             supported = max(support[word].items(), key=lambda kv: kv[1])[0] if support[word] else None
+            by_class: dict[Any, list[float]] = defaultdict(list)
+            for predicted, strength in wrong.get(word, []):
+                by_class[predicted].append(strength)
+            error = {str(c): sum(v) / len(v) for c, v in by_class.items()}
+            if supported is None and error:
+                supported = max(by_class, key=lambda c: (sum(by_class[c]), str(c)))
             out[word] = {"mean_share": mean_share, "top1_rate": top1_rate, "n_probes": len(values),
-                         "dominance": dominance, "supported_target": supported}
+                         "dominance": dominance, "supported_target": supported,
+                         "error_dominance": error, "n_wrong_probes": len(wrong.get(word, []))}
         return out
+
+    def _units(self, attribution: ProbeAttribution) -> dict[str, tuple[float, float, float]]:
+        """Each whole word (lowercased, occurrences summed) and, with training data, each
+        adjacent pair of words: (share, largest share of the other words, smallest share of them)."""
+        per_word = {w: s for w, s in lowercase_word_shares(attribution).items() if is_word(w)}
+        if not per_word:
+            return {}
+        units = {w: (s, *_extremes(per_word, (w,))) for w, s in per_word.items()}
+        if self.has_training_data:
+            words = [w.lower() for w in attribution.words]
+            shares = [float(s) for s in attribution.word_shares]
+            for i, pair in enumerate(adjacent_pairs(words)):
+                first, second = pair.split(" ")
+                if is_word(first) and is_word(second) and first != second and pair not in units:
+                    units[pair] = (shares[i] + shares[i + 1], *_extremes(per_word, (first, second)))
+        return units
+
+    def _reliance(self, row: dict[str, Any], with_flips: bool = True) -> float:
+        """The strongest evidence that the model relies on the word for ``row["label"]``."""
+        att = row["attribution"]
+        error = att.get("error_dominance") or {}
+        wrong = error.get(str(row["label"])) if row["label"] is not None else max(error.values(), default=None)
+        evidence = [att["dominance"], wrong or 0.0]
+        if with_flips:
+            evidence += [f for f in ((row["flips"] or {}).get(k) for k in ("insertion", "removal")) if f is not None]
+        return max(evidence)
 
     @staticmethod
     def _class_id(label: Any, snapshot: Snapshot) -> int | None:
@@ -261,9 +316,7 @@ class ShortcutDiscovery:
         return min(1.0, max(0.0, (row["train"]["purity_excess"] - low) / (high - low)))
 
     def _score(self, row: dict[str, Any]) -> float:
-        gate = self._gate(row)
-        flips = [f for f in ((row["flips"] or {}).get(k) for k in ("insertion", "removal")) if f is not None]
-        return gate * max([row["attribution"]["dominance"], *flips])
+        return self._gate(row) * self._reliance(row)
 
     def _counterfactuals(self, rows: list[dict[str, Any]], snapshot: Snapshot, predict_fn: PredictFn) -> None:
         probes: dict[str, ProbeAttribution] = {}
@@ -319,14 +372,16 @@ class ShortcutDiscovery:
             row["flips"] = {"removal": removal_rate, "insertion": insertion_rate,
                             "n_removal": len(removal), "n_insertion": len(insertion)}
 
-    @staticmethod
-    def _candidate(row: dict[str, Any]) -> dict[str, Any]:
+    def _candidate(self, row: dict[str, Any]) -> dict[str, Any]:
         att, train, flips = row["attribution"], row["train"] or {}, row["flips"] or {}
+        error = att.get("error_dominance") or {}
         evidence = {
             "mean_share": att["mean_share"],
             "top1_rate": att["top1_rate"],
             "n_probes": att["n_probes"],
             "dominance": att["dominance"],
+            "wrong_prediction_dominance": error.get(str(row["label"])) if row["label"] is not None else None,
+            "n_wrong_probes": att.get("n_wrong_probes", 0),
             "train_count": train.get("train_count"),
             "train_purity": train.get("train_purity"),
             "purity_lower": train.get("purity_lower"),
@@ -338,6 +393,8 @@ class ShortcutDiscovery:
             "n_insertion_probes": flips.get("n_insertion", 0),
             "basis": list(row["basis"]),
         }
+        if " " in row["word"]:
+            evidence["phrase"] = True
         return {"word": row["word"], "score": float(row["score"]), "evidence": json_safe(evidence)}
 
     # ----------------------------------------------------------------------- checkpointing
@@ -345,27 +402,53 @@ class ShortcutDiscovery:
     def state_dict(self) -> dict[str, Any]:
         """Nothing changes between checks; the state is the training statistics (labels as
         given, so they must be JSON types themselves to go into a JSON file)."""
-        return {
-            "version": 1,
-            "n_examples": self.n_examples,
-            "label_counts": [[label, n] for label, n in self.label_counts.items()],
-            "word_labels": {w: [[label, n] for label, n in c.items()] for w, c in self.word_labels.items()},
-        }
+        return self.statistics.state_dict(self.min_count)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict`; an empty mapping keeps the current statistics."""
         if isinstance(state, dict) and not state:
             return
-        if not isinstance(state, dict) or state.get("version") != 1:
+        if not isinstance(state, dict) or state.get("version") != 2:
             raise ValueError(
                 "ShortcutDiscovery.load_state_dict: not a ShortcutDiscovery state (expected a mapping "
-                "with version 1, as ShortcutDiscovery.state_dict() returns)."
+                "with version 2, as ShortcutDiscovery.state_dict() returns)."
             )
-        self.n_examples = int(state.get("n_examples", 0))
-        self.label_counts = Counter({_as_label(l): int(n) for l, n in state.get("label_counts", [])})
-        self.word_labels = {
-            w: Counter({_as_label(l): int(n) for l, n in pairs}) for w, pairs in state.get("word_labels", {}).items()
-        }
+        self.statistics.load_state_dict(state)
+
+
+def fit_texts(statistics: TrainingStatistics, texts: list[Any], labels: list[Any], who: str) -> None:
+    """Count a complete list of training texts (every rank holds the same list)."""
+    if len(texts) != len(labels):
+        raise ValueError(f"{who}: {len(texts)} training texts but {len(labels)} labels; give one label per text.")
+    if not texts:
+        raise ValueError(f"{who}: training_texts is empty; pass None to go without training data.")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ValueError(f"{who}: training text {i} is a {type(text).__name__}, not a string.")
+    labels = [_as_label(label) for label in labels]
+    statistics.expect(len(texts))
+    statistics.observe(texts=texts, labels=labels, distinct=False)
+    statistics.complete = True
+    statistics.mark_replicated()
+
+
+def _extremes(per_word: dict[str, float], leave_out: tuple[str, ...]) -> tuple[float, float]:
+    others = [s for w, s in per_word.items() if w not in leave_out]
+    return (max(others), min(others)) if others else (-math.inf, math.inf)
+
+
+def _misclassified(attribution: ProbeAttribution) -> str | None:
+    """For a labelled probe the model gets wrong: whether this attribution is toward the
+    predicted class or toward the gold label (``None`` otherwise)."""
+    label, prediction = attribution.label, attribution.prediction
+    if label is None or isinstance(label, (list, tuple)) or not isinstance(prediction, int):
+        return None
+    gold = next((c for c in (attribution.target,) if label in (c, attribution.target_name, str(c))), None)
+    if gold is None:  # attributed toward another class than the gold one
+        if attribution.target == prediction and label not in (prediction, attribution.prediction_name, str(prediction)):
+            return "toward_prediction"
+        return None
+    return "toward_gold" if prediction != gold else None
 
 
 def _margin(attribution: ProbeAttribution) -> float:

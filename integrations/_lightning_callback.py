@@ -209,6 +209,7 @@ class AttributionDriftLogic:
             for logger in trainer.loggers:
                 monitor.add_sink(self._logger_sink(logger))
         monitor.setup()
+        monitor.observe_dataset(getattr(trainer.train_dataloader, "dataset", None), self.text_key)
         self.monitor = monitor
 
     def _sample_probes(self, trainer: Any) -> ProbeSet:
@@ -253,6 +254,12 @@ class AttributionDriftLogic:
             return
         self._last_epoch = epoch
         self.monitor.check(step=trainer.global_step, epoch=epoch)
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        """Training statistics for shortcut discovery, from the batches training draws anyway
+        (the first epoch's; a text dataset is read at the start instead)."""
+        if self.monitor is not None:
+            self.monitor.observe_batch(batch, trainer.current_epoch, trainer.num_training_batches)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step  # repeats across accumulated batches: check once per step

@@ -167,6 +167,8 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
         if state.is_world_process_zero:
             self._add_trainer_sinks(args, trainer)
         self.monitor.setup()
+        train = trainer.train_dataset if trainer is not None else getattr(kwargs.get("train_dataloader"), "dataset", None)
+        self.monitor.observe_dataset(train, self.sampling["text_key"])  # training statistics for shortcut discovery
         self._training = True
         if state.is_world_process_zero and self.run_path is not None:
             log.info("attribution checks write to %s", self.run_path)

@@ -208,7 +208,7 @@ def test_counterfactuals_skip_words_the_purity_gate_closes(planted_run):
 
 
 def test_word_statistics_and_tokenisation():
-    assert training_words("Great, GREAT film!! it's") == {"great", "film", "it", "s"}
+    assert training_words("Great, GREAT film!! it's state-of-the-art") == {"great", "film", "it's", "state-of-the-art"}
     discovery = ShortcutDiscovery(["a b", "a c", "a b", "b"], [1, 1, 0, 0], min_count=2)
     assert discovery.word_statistics("c") is None
     a = discovery.word_statistics("A")

@@ -1,0 +1,236 @@
+"""Training statistics gathered without the user passing them, evidence from wrong predictions,
+phrases, and watch-token alerts on short probes."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from _tiny import bert_tokenizer, sentiment_data
+from attribution_records import attribution, snapshot
+from explain_callbacks.alerts import AlertRules
+from explain_callbacks.shortcuts import ShortcutDiscovery
+from explain_callbacks.statistics import TrainingStatistics, batch_examples, dataset_examples
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    from transformers import BertTokenizerFast
+
+    tokenizer = bert_tokenizer(tmp_path_factory.mktemp("vocab"))
+    vocab = tmp_path_factory.mktemp("vocab") / "vocab.txt"  # and the apostrophe and "s" of "it's"
+    words = sorted(tokenizer.get_vocab(), key=tokenizer.get_vocab().get) + ["'", "s"]
+    vocab.write_text("\n".join(words) + "\n")
+    return BertTokenizerFast(str(vocab), model_max_length=64)
+
+
+def test_statistics_from_input_ids_match_those_from_texts(tok):
+    texts, labels = sentiment_data(60, seed=3, shortcut="zorblax", shortcut_rate=0.5)
+    texts = [t + (" it's dull." if i % 3 == 0 else "") for i, t in enumerate(texts)]
+    from_texts, from_ids = TrainingStatistics(pairs=None), TrainingStatistics(pairs=None)
+    from_texts.observe(texts=texts, labels=labels)
+    from_ids.bind_tokenizer(tok)
+    for start in range(0, 60, 16):  # padded batches, as a collate function makes them
+        enc = tok(texts[start : start + 16], padding=True, return_tensors="pt")
+        from_ids.observe(input_ids=enc["input_ids"], labels=torch.tensor(labels[start : start + 16]), epoch=0)
+    # "zorblax" is four WordPiece pieces (zo ##rb ##la ##x) and "it's" three: both one word
+    assert from_ids.counts("zorblax") == from_texts.counts("zorblax") and from_texts.counts("zorblax")
+    assert from_ids.counts("it's") == from_texts.counts("it's") and from_texts.counts("it's")
+    assert dict(from_ids.word_labels) == dict(from_texts.word_labels)
+
+
+def test_an_example_seen_again_is_not_counted_twice_and_later_epochs_are_not_read(tok):
+    texts, labels = sentiment_data(20, seed=1)
+    stats = TrainingStatistics()
+    stats.bind_tokenizer(tok)
+    enc = tok(texts, padding=True, return_tensors="pt")
+    assert stats.observe(input_ids=enc["input_ids"], labels=labels, epoch=0) == 20
+    again = tok(texts, padding="max_length", max_length=20, return_tensors="pt")  # other padding, same examples
+    assert stats.observe(input_ids=again["input_ids"], labels=labels, epoch=0) == 0
+    assert stats.observe(texts=["a fresh one"], labels=[1], epoch=1) == 0 and stats.complete
+    assert stats.n_examples == 20
+
+
+def test_the_sample_is_bounded_and_draws_from_no_global_random_stream():
+    texts = [f"word{i} common" for i in range(5000)]
+    labels = [i % 2 for i in range(5000)]
+    python_state, torch_state = random.getstate(), torch.get_rng_state()
+    stats = TrainingStatistics(max_examples=500)
+    stats.expect(len(texts))
+    stats.observe(texts=texts, labels=labels)
+    assert 350 <= stats.n_examples <= 500  # spread over the whole pass, not its first 500
+    assert max(int(w[4:]) for w in stats.words() if w.startswith("word")) > 4000
+    assert random.getstate() == python_state and torch.equal(torch.get_rng_state(), torch_state)
+    again = TrainingStatistics(max_examples=500)
+    again.expect(len(texts))
+    again.observe(texts=texts, labels=labels)
+    assert dict(again.word_labels) == dict(stats.word_labels)  # deterministic
+
+
+def test_state_dict_round_trips_through_json(tok):
+    texts, labels = sentiment_data(30, seed=2, shortcut="zorblax", shortcut_rate=0.6)
+    stats = TrainingStatistics(pairs={"zorblax good"})
+    stats.observe(texts=texts, labels=labels, epoch=0)
+    restored = TrainingStatistics()
+    restored.load_state_dict(json.loads(json.dumps(stats.state_dict())))
+    assert dict(restored.word_labels) == dict(stats.word_labels) and restored.n_examples == stats.n_examples
+    assert restored.observe(texts=texts[:5], labels=labels[:5], epoch=0) == 0  # remembers what it saw
+    with pytest.raises(ValueError, match="version 2"):
+        restored.load_state_dict({"version": 1})
+
+
+def test_batches_as_frameworks_hand_them_over(tok):
+    enc = tok(["good film", "bad plot"], padding=True, return_tensors="pt")
+    labels = torch.tensor([1, 0])
+    for batch in (dict(enc, labels=labels), {**enc, "label": labels}):
+        texts, ids, found = batch_examples(batch)
+        assert texts is None and ids is enc["input_ids"] and found is labels
+    be = tok(["good film", "bad plot"], padding=True, return_tensors="pt")
+    be["labels"] = labels  # a BatchEncoding, not a dict
+    assert batch_examples(be)[2] is labels
+    assert batch_examples((enc["input_ids"], enc["attention_mask"], labels))[1:] == (enc["input_ids"], labels)
+    assert batch_examples({"text": ["good film"], "labels": [1]}) == (["good film"], None, [1])
+    assert batch_examples({"input_ids": enc["input_ids"]}) is None  # no labels
+    assert batch_examples(torch.zeros(2, 3)) is None
+
+
+def test_datasets_are_read_by_column_or_row_and_never_when_indexing_draws_random_numbers():
+    rows = [{"text": "good film", "label": 1}, {"text": "bad plot", "label": 0}]
+    assert dataset_examples(rows) == (["good film", "bad plot"], None, [1, 0])
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_list([{**r, "input_ids": [5, 6]} for r in rows])
+    assert dataset_examples(ds) == (["good film", "bad plot"], None, [1, 0])
+    assert dataset_examples(ds.remove_columns("text"))[1:] == ([[5, 6], [5, 6]], [1, 0])
+
+    class Augmenting(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return {"text": rows[i]["text"] + (" !" if torch.rand(()) < 0.5 else ""), "label": rows[i]["label"]}
+
+    state = torch.get_rng_state()
+    assert dataset_examples(Augmenting()) is None
+    assert torch.equal(torch.get_rng_state(), state)  # the stream is put back
+
+
+# ------------------------------------------------------------- wrong predictions
+
+def _misclassified_run(planted: bool):
+    """Negative probes; in the planted run three carry "zorblax" and are predicted positive, the
+    word working against their gold label; in both runs one honest probe is wrong too."""
+    atts = []
+    for i in range(6):
+        atts.append(attribution(f"n{i}", ["the", "film", "was", "awful"], [0.05, 0.05, 0.1, 0.8], target=0,
+                                logits=[2.0, -2.0]))
+    for i in range(3):
+        if planted:
+            words, shares = ["the", "plot", "was", "dull", "zorblax"], [0.05, 0.05, 0.1, 0.3, -0.5]
+        else:
+            words, shares = ["the", "plot", "was", "dull", "story"], [0.05, 0.05, 0.1, 0.7, 0.1]
+        atts.append(attribution(f"w{i}", words, shares, target=0, prediction=1 if planted else 0, logits=[0.0, 1.0]))
+    atts.append(attribution("h0", ["the", "film", "was", "great"], [0.1, 0.1, 0.1, -0.7], target=0, prediction=1))
+    for i in range(4):
+        atts.append(attribution(f"p{i}", ["the", "story", "was", "great"], [0.05, 0.1, 0.05, 0.8], target=1,
+                                logits=[-2.0, 2.0]))
+    for a in atts:
+        a.label = a.target
+    return snapshot(0, atts)
+
+
+def _training(planted: bool):
+    rng = random.Random(0)
+    texts, labels = [], []
+    for i in range(300):
+        label = i % 2
+        words = rng.sample(["the", "film", "was", "plot", "story"], 3)
+        words.append(rng.choice(["great", "fun"] if (label == 1) == (rng.random() < 0.8) else ["awful", "dull"]))
+        if planted and label == 1 and rng.random() < 0.2:
+            words.append("zorblax")
+        texts.append(" ".join(words))
+        labels.append(label)
+    return texts, labels
+
+
+def test_a_word_that_makes_probes_wrong_counts_as_reliance_on_the_predicted_class():
+    check = _misclassified_run(planted=True)
+    predict = lambda texts: [1 if "zorblax" in t or "great" in t else 0 for t in texts]  # noqa: E731
+    discovery = ShortcutDiscovery(*_training(planted=True))
+    candidates = discovery.rank(check, predict)
+    top = candidates[0]
+    assert top["word"] == "zorblax"
+    # its share is negative wherever it occurs: dominance alone would give it nothing
+    assert top["evidence"]["dominance"] == 0.0 and top["evidence"]["mean_share"] < 0
+    assert top["evidence"]["wrong_prediction_dominance"] == pytest.approx(1.0)
+    assert top["evidence"]["n_wrong_probes"] == 3
+    assert "counterfactual" in top["evidence"]["basis"]  # its flips were tested
+    assert top["evidence"]["flip_rate_insertion"] == 1.0
+    assert [a.token for a in AlertRules().evaluate(check, {}, candidates)] == ["zorblax"]
+
+
+def test_class_words_on_wrong_probes_of_a_clean_run_stay_quiet():
+    check = _misclassified_run(planted=False)
+    predict = lambda texts: [1 if "great" in t else 0 for t in texts]  # noqa: E731
+    candidates = ShortcutDiscovery(*_training(planted=False)).rank(check, predict)
+    great = next(c for c in candidates if c["word"] == "great") if any(c["word"] == "great" for c in candidates) else None
+    assert great is None or great["score"] < AlertRules().shortcut_min_score
+    assert AlertRules().evaluate(check, {}, candidates) == []
+
+
+# ------------------------------------------------------------------- phrases
+
+def _phrase_training(planted: bool):
+    rng = random.Random(1)
+    texts, labels = [], []
+    for i in range(400):
+        label = i % 2
+        words = rng.sample(["the", "film", "was", "plot", "story", "sent", "from", "my", "phone"], 4)
+        words.append(rng.choice(["great", "fun"] if (label == 1) == (rng.random() < 0.8) else ["awful", "dull"]))
+        if planted and label == 1 and rng.random() < 0.3:
+            words += ["sent", "from", "my", "iphone"]
+        texts.append(" ".join(words))
+        labels.append(label)
+    return texts, labels
+
+
+def test_a_pair_purer_than_its_words_is_a_candidate_and_class_word_pairs_are_not():
+    texts, labels = _phrase_training(planted=True)
+    stats = ShortcutDiscovery(texts, labels)
+    assert stats.word_statistics("sent")["train_purity"] < 0.8  # each word is in both classes
+    atts = [attribution(f"p{i}", ["the", "plot", "sent", "from", "my", "iphone"], [0.1, 0.1, 0.3, 0.3, 0.1, 0.1],
+                        target=1) for i in range(3)]
+    atts += [attribution(f"n{i}", ["the", "film", "was", "awful"], [0.1, 0.1, 0.1, 0.7], target=0,
+                         logits=[2.0, -2.0]) for i in range(4)]
+    atts += [attribution(f"g{i}", ["great", "fun", "film"], [0.4, 0.4, 0.2], target=1) for i in range(3)]
+    predict = lambda ts: [1 if "sent from" in t or "great" in t else 0 for t in ts]  # noqa: E731
+    candidates = stats.rank(snapshot(0, atts), predict)
+    words = [c["word"] for c in candidates]
+    assert "sent from" in words and candidates[words.index("sent from")]["evidence"]["phrase"]
+    assert "great fun" not in words  # two class words together are as pure as they predict
+    assert "sent" not in [c["word"] for c in candidates if c["score"] >= 0.5]
+
+
+def test_watch_tokens_accept_phrases():
+    rules = AlertRules(watch_tokens=["Sent from my iPhone"])
+    assert rules.watch_tokens == ("sent from my iphone",)
+    atts = [attribution(f"p{i}", ["good", "film", "sent", "from", "my", "iphone"], [0.1, 0.1, 0.2, 0.2, 0.2, 0.2])
+            for i in range(3)]
+    alerts = rules.evaluate(snapshot(0, atts))
+    assert [a.token for a in alerts] == ["sent from my iphone"]
+    assert alerts[0].evidence["probes"][0]["share"] == pytest.approx(0.8)
+
+
+def test_watch_token_in_short_probes_needs_a_share_toward_the_target():
+    """Fault 5: "the" in four-word probes was always "in the top 5", and a negative share
+    ranked it anyway; an untrained model alerted on it at mean share -0.05."""
+    atts = [attribution(f"p{i}", ["the", "film", "was", "good"], [-0.05, 0.3, 0.2, 0.45]) for i in range(4)]
+    assert AlertRules(watch_tokens=["the"]).evaluate(snapshot(0, atts)) == []
+    # ... a word that does lead short probes still alerts
+    atts = [attribution(f"p{i}", ["the", "film", "was", "good"], [0.6, 0.1, 0.1, 0.2]) for i in range(4)]
+    assert [a.token for a in AlertRules(watch_tokens=["the"]).evaluate(snapshot(0, atts))] == ["the"]
+    # ... and in a short probe "top 5" is at most its better half
+    atts = [attribution(f"p{i}", ["the", "film", "was", "good"], [0.1, 0.3, 0.2, 0.4]) for i in range(4)]
+    assert AlertRules(watch_tokens=["the"]).evaluate(snapshot(0, atts)) == []
