@@ -626,10 +626,14 @@ class RunData:
         return run_events(self.summary)
 
     def _repr_html_(self) -> str:
-        """The report, for a notebook cell."""
+        """The report in a notebook cell: ``load_run(path)`` as a cell's last line shows it. It
+        sits in a sandboxed ``iframe`` so its styles never restyle the notebook."""
+        import html
+
         from .report import render_report_html
 
-        return render_report_html(self)
+        page = html.escape(render_report_html(self), quote=True)
+        return f'<iframe sandbox="" srcdoc="{page}" style="width: 100%; height: 720px; border: 0"></iframe>'
 
 
 def load_run(run_path: str | os.PathLike[str]) -> RunData:

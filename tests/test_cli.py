@@ -184,3 +184,39 @@ def test_python_dash_m_runs_the_same_command(tmp_path):
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_commands_accept_the_folder_of_runs_and_say_which_run_they_use(tmp_path, capsys):
+    import os
+
+    runs = tmp_path / "explain_runs"
+    older = write_run_dir(runs / "run-a", n_checks=1, alerts=[make_alert("warning")])
+    newer = write_run_dir(runs / "run-b", n_checks=2)
+    os.utime(older / "summary.json", (1_000_000_000, 1_000_000_000))
+    (runs / "not-a-run").mkdir()
+    code, out, err = run_cli(capsys, "check", str(runs))
+    assert code == 0 and "OK" in out  # run-b, the latest, is clean; run-a is not looked at
+    assert err == f"explain-callbacks: {runs} holds 2 run(s); using the latest, run-b\n"
+    code, out, err = run_cli(capsys, "report", str(runs))
+    assert code == 0 and Path(out.strip()) == newer / "report.html" and "run-b" in err
+    code, _, err = run_cli(capsys, "check", str(runs / "not-a-run"))
+    assert code == 2 and "has no summary.json" in err
+
+
+def test_a_loaded_run_displays_itself_in_a_notebook(tmp_path):
+    from html.parser import HTMLParser
+
+    from explain_callbacks.report import load_run
+
+    shown = load_run(write_run_dir(tmp_path / "nb", n_checks=2, alerts=[make_alert()]))._repr_html_()
+    tags = []
+
+    class Tags(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            tags.append((tag, dict(attrs)))
+
+    Tags().feed(shown)
+    assert [t for t, _ in tags] == ["iframe"]  # one sandboxed frame: the report's CSS stays inside it
+    frame = tags[0][1]
+    assert frame["sandbox"] == "" and "Attribution report" in frame["srcdoc"]
+    assert "<script>alert(1)</script>" not in frame["srcdoc"]  # still escaped inside the frame
