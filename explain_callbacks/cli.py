@@ -21,16 +21,17 @@ import argparse
 import sys
 from typing import Any, Iterable, Sequence
 
+from .console import alerts_table, candidates_table, drift_detail_tables, drift_table, top_words_table
 from .records import SEVERITY_ORDER, Alert
 from .report import format_number, render_report, sorted_alerts
 from .rundir import RunDirError, load_summary, resolve_run_path, run_events
 from .safe_text import one_line, visible
+from .verdict import verdict
 
 EXIT_CLEAN = 0
 EXIT_ALERTS = 1
 EXIT_UNUSABLE = 2
 
-DRIFT_COLUMNS = ("rbo", "jaccard", "kendall_tau", "cosine")
 RUN_HELP = "a run's folder, or the folder of runs (then its latest run)"
 
 
@@ -65,9 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output", metavar="FILE", help="where to write it (default: RUN/report.html)")
 
     show = commands.add_parser(
-        "show", help="print drift, top words, alerts and candidates", description="Print the run's tables."
+        "show",
+        help="print the verdict, drift, top words, alerts and candidates",
+        description="Print what the run found and its tables; they read at 80 columns (--wide for every figure).",
     )
     show.add_argument("run_path", metavar="RUN", help=RUN_HELP)
+    show.add_argument(
+        "--wide",
+        action="store_true",
+        help="also print every drift metric vs the previous and the reference check, every convergence "
+        "figure, and all shortcut candidates (by default: the columns that matter, the first five candidates)",
+    )
     return parser
 
 
@@ -113,42 +122,12 @@ def _text(value: Any):
     return Text(visible(value if isinstance(value, str) else format_number(value)))
 
 
-_SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "blue"}
-
-
 def failing_alerts(alerts: Iterable[Alert], fail_on: str, active_only: bool = False) -> list[Alert]:
     """The alerts that make ``check`` fail: severity at least ``fail_on`` (and active, if asked)."""
     threshold = SEVERITY_ORDER[fail_on]
     return [
         a for a in alerts if SEVERITY_ORDER.get(a.severity, threshold) >= threshold and (a.active or not active_only)
     ]
-
-
-def _alert_table(alerts: Sequence[Alert], title: str = "Alerts"):
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title=title, title_justify="left")
-    for name in ("severity", "rule", "token", "first raised", "state", "message"):
-        table.add_column(name, overflow="fold")
-    for alert in alerts:
-        first = ", ".join(
-            part
-            for part in (
-                f"step {alert.first_step}" if alert.first_step is not None else "",
-                f"epoch {alert.first_epoch}" if alert.first_epoch is not None else "",
-            )
-            if part
-        )
-        table.add_row(
-            Text(alert.severity, style=_SEVERITY_STYLE.get(alert.severity, "")),
-            _text(alert.rule),
-            _text(alert.token),
-            _text(first or None),
-            _text("active" if alert.active else "cleared"),
-            _text(alert.message),
-        )
-    return table
 
 
 def _status_note(status: str) -> str | None:
@@ -170,7 +149,7 @@ def _check(args: argparse.Namespace) -> int:
     if not summary["checks"]:
         console.print("note: the run recorded no checks.", markup=False)
     if alerts:
-        console.print(_alert_table(alerts))
+        console.print(alerts_table(alerts))
     scope = "active alerts" if args.active_only else "alerts"
     if failing:
         console.print(
@@ -202,86 +181,39 @@ def _show(args: argparse.Namespace) -> int:
             f"fingerprint {str(summary.get('probe_fingerprint') or '–')[:12]}"
         )
     )
+    alerts = sorted_alerts(run_events(summary))
+    console.print(_text(" ".join(verdict(summary, alerts))), style="bold")
 
     if summary["checks"]:
-        console.print(_drift_table(summary["checks"]))
+        console.print(drift_table(summary["checks"]))
+        if args.wide:
+            for table in drift_detail_tables(summary["checks"]):
+                console.print(table)
         last = summary["checks"][-1]
         if last.get("top_tokens"):
-            console.print(_top_words_table(last))
+            console.print(top_words_table(last))
         else:
             console.print(f"No top words recorded at the last check ({_describe_check(last)}).", markup=False)
     else:
         console.print("No checks recorded.", markup=False)
 
-    alerts = sorted_alerts(run_events(summary))
     if alerts:
-        console.print(_alert_table(alerts))
+        console.print(alerts_table(alerts))
     else:
         console.print("No alerts.", markup=False)
 
     if summary["candidates"]:
-        console.print(_candidates_table(summary["candidates"]))
+        labels = (summary.get("config") or {}).get("labels")
+        alerted = sorted({str(a.token) for a in alerts if a.rule == "shortcut" and a.token})
+        console.print(candidates_table(summary["candidates"], labels if isinstance(labels, list) else None,
+                                       limit=None if args.wide else 5, first=alerted))
     else:
         console.print("No shortcut candidates.", markup=False)
     return EXIT_CLEAN
 
 
-def _candidates_table(candidates: Sequence[dict[str, Any]]):
-    from rich.table import Table
-
-    table = Table(title="Shortcut candidates", title_justify="left")
-    for name, justify in (("#", "right"), ("word", "left"), ("score", "right")):
-        table.add_column(name, justify=justify, overflow="fold")
-    for i, row in enumerate(candidates, 1):
-        table.add_row(_text(i), _text(str(row.get("word"))), _text(row.get("score")))
-    return table
-
-
 def _describe_check(check: dict[str, Any]) -> str:
     return f"check {check.get('check_index')}, step {check.get('step')}"
-
-
-def _drift_table(checks: Sequence[dict[str, Any]]):
-    from rich.table import Table
-
-    table = Table(title="Drift per check", title_justify="left")
-    table.add_column("check", justify="right")
-    table.add_column("step", justify="right")
-    table.add_column("epoch", justify="right")
-    for ref in ("prev", "ref"):
-        for metric in DRIFT_COLUMNS:
-            table.add_column(f"{metric} {ref}", justify="right")
-    table.add_column("mean rel Δ", justify="right")
-    table.add_column("converged", justify="right")
-    table.add_column("error", overflow="fold")
-    for check in checks:
-        figures = check.get("drift") or {}
-        convergence = check.get("convergence") or {}
-        table.add_row(
-            _text(check.get("check_index")),
-            _text(check.get("step")),
-            _text(check.get("epoch")),
-            *(
-                _text((figures.get(ref) or {}).get(metric))
-                for ref in ("vs_previous", "vs_reference")
-                for metric in DRIFT_COLUMNS
-            ),
-            _text(convergence.get("mean_rel_delta")),
-            _text(convergence.get("share_converged")),
-            _text(check.get("error") or ""),
-        )
-    return table
-
-
-def _top_words_table(check: dict[str, Any]):
-    from rich.table import Table
-
-    table = Table(title=_text(f"Top words at the last check ({_describe_check(check)})"), title_justify="left")
-    for name, justify in (("rank", "right"), ("word", "left"), ("mean share", "right"), ("probes", "right")):
-        table.add_column(name, justify=justify, overflow="fold")
-    for row in check.get("top_tokens") or []:
-        table.add_row(_text(row.get("rank")), _text(str(row.get("word"))), _text(row.get("mean_share")), _text(row.get("n_probes")))
-    return table
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,41 +1,296 @@
-"""Terminal output of a check while training runs (rich tables; user text is never markup)."""
+"""Terminal output: the line a check prints while training runs and the tables of ``show``.
+
+Every table reads at 80 columns (a CI log, a pipe): by default only the columns that matter
+(check, step, overlap of the top words with the previous check, how the top words changed,
+convergence); ``wide=True`` (``show --wide``) adds the detail tables, each of which fits 80
+columns too. Figures never shrink: numeric columns do not wrap and keep their full width, and
+only text columns (words, messages) fold. User text (words, messages, run names) is never read
+as markup, and control characters in it are shown as ``[U+XXXX]``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Mapping, Sequence
 
-from .records import CheckResult
+from .records import Alert, CheckResult
+from .safe_text import visible
+from .verdict import candidate_summary, quote, top_candidates
+
+DRIFT_METRICS = ("rbo", "jaccard", "kendall_tau", "cosine")
+CONVERGENCE_COLUMNS = (
+    ("mean Δ", "mean_rel_delta"),
+    ("p95 Δ", "p95_rel_delta"),
+    ("max Δ", "max_rel_delta"),
+    ("converged", "share_converged"),
+    ("steps", "mean_steps"),
+    ("max steps", "max_steps_used"),
+)
+CONVERGENCE_CAPTION = ("Δ: relative completeness error |sum of attributions − (F(x) − F(baseline))| / "
+                       "|F(x) − F(baseline)|; steps: mean integration steps per probe.")
+TOP_WORDS_PRINTED = 8  # words on the "top words" line of a check
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "blue"}
+LEGEND = (
+    "overlap: rank-biased overlap of each probe's top words with the previous check (1 = the same "
+    "ranking); top words: entered (+) and left (−) the global top-k; converged: share of probe "
+    "integrals within tolerance."
+)
 
 
-def _fmt(value: Any) -> str:
-    return "-" if value is None or value != value else f"{value:.3f}"
+# --------------------------------------------------------------------------- cells
+
+
+def figure(value: Any, digits: int = 3) -> str:
+    """A number as a table shows it: fixed digits, ``–`` for missing or undefined, ints as ints."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "–" if value is None or not isinstance(value, str) else value
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "–"
+    if math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    if value != 0 and abs(value) < 10 ** -digits:
+        return f"{value:.{digits - 1}e}"
+    return f"{value:.{digits}f}"
+
+
+def percent(value: Any) -> str:
+    """A share as a percentage (``100%``), ``–`` when missing."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "–"
+    return f"{100 * value:.0f}%"
+
+
+def text(value: Any, style: str = ""):
+    """A cell printed as written: never markup, controls made visible; ``None`` as a dim dash."""
+    from rich.text import Text
+
+    if value is None:
+        return Text("–", style="dim")
+    return Text(visible(value if isinstance(value, str) else figure(value)), style=style)
+
+
+def word_change(entered: Sequence[Any] | None, left: Sequence[Any] | None, first: bool = False) -> str:
+    """``+2 −1``: words that entered and left the global top-k at a check (``–`` at the first)."""
+    if first:
+        return "–"
+    n_in, n_out = len(entered or ()), len(left or ())
+    return "same" if not n_in and not n_out else f"+{n_in} −{n_out}"
+
+
+def _table(title: str, caption: str | None = None):
+    from rich.table import Table
+
+    return Table(title=title, title_justify="left", caption=caption, caption_justify="left", expand=False)
+
+
+def _figure_column(table, header: str) -> None:
+    table.add_column(header, justify="right", no_wrap=True, min_width=len(header))
+
+
+def _text_column(table, header: str, ratio: int | None = None, min_width: int | None = None) -> None:
+    table.add_column(header, overflow="fold", ratio=ratio, min_width=min_width or len(header))
+
+
+# --------------------------------------------------------------------------- during training
 
 
 def print_check(result: CheckResult, console: Any = None) -> None:
-    """One line of drift and convergence for this check, its top words, and any new alerts."""
+    """What one check found, in a few lines that read at 80 columns: a one-row table (check,
+    step, overlap with the previous check, top-word change, convergence, time), the top words,
+    the words that entered or left the top, and any new alert."""
     from rich.console import Console
-    from rich.table import Table
     from rich.text import Text
 
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, highlight=False, emoji=False)
     snap = result.snapshot
     prev = result.drift.get("vs_previous", {})
-    ref = result.drift.get("vs_reference", {})
-    table = Table(title=f"attribution check {snap.check_index} (step {snap.step}, epoch {snap.epoch})", title_justify="left")
-    for name in ("RBO prev", "Jaccard prev", "RBO ref", "converged", "mean steps", "time s", "top words"):
-        table.add_column(name)
-    top = ", ".join(row["word"] for row in result.token_table[:6])
+    entered = [row["word"] for row in result.token_table if row.get("entered")]
+    left = [row["word"] for row in result.token_table if row.get("left")]
+    epoch = "" if snap.epoch is None else f", epoch {snap.epoch}"
+    table = _table(f"attribution check {snap.check_index} (step {snap.step}{epoch})")
+    for header in ("check", "step", "overlap prev", "top words", "converged", "time s"):
+        _figure_column(table, header)
     table.add_row(
-        _fmt(prev.get("rbo")),
-        _fmt(prev.get("jaccard")),
-        _fmt(ref.get("rbo")),
-        _fmt(result.convergence.get("share_converged")),
-        f"{result.convergence.get('mean_steps', 0):.0f}",
+        str(snap.check_index),
+        str(snap.step),
+        figure(prev.get("rbo")),
+        word_change(entered, left, first=snap.check_index == 0 or not prev),
+        percent(result.convergence.get("share_converged")),
         f"{snap.timings.get('total_s', 0):.1f}",
-        Text(top),
     )
     console.print(table)
+    top = [row for row in result.token_table if not row.get("left")][:TOP_WORDS_PRINTED]
+    line = Text("  top words: ", style="bold")
+    line.append(visible(", ".join(f"{row['word']} {figure(row.get('mean_abs_share'), 2)}" for row in top) or "none"))
+    console.print(line)
+    if entered or left:
+        change = Text("  ")
+        if entered:
+            change.append("entered: ", style="green")
+            change.append(visible(", ".join(entered)) + ("; " if left else ""))
+        if left:
+            change.append("left: ", style="red")
+            change.append(visible(", ".join(left)))
+        console.print(change)
     for alert in result.new_alerts:
-        line = Text(f"  ALERT [{alert.severity}] {alert.rule}: ", style="bold red" if alert.severity != "info" else "yellow")
-        line.append(alert.message)
-        console.print(line)
+        console.print(alert_line(alert))
+
+
+def alert_line(alert: Alert):
+    """``  ALERT [warning] shortcut 'medboard': message`` as a rich Text (wraps, never truncates)."""
+    from rich.text import Text
+
+    line = Text(f"  ALERT [{alert.severity}] {alert.rule}", style=SEVERITY_STYLE.get(alert.severity, "bold"))
+    if alert.token:
+        line.append(" " + visible(quote(alert.token)), style="bold")
+    line.append(": " + visible(str(alert.message)))
+    return line
+
+
+# --------------------------------------------------------------------------- show
+
+
+def drift_table(checks: Sequence[Mapping[str, Any]]):
+    """The checks in five figures each: check, step, epoch, overlap (RBO) with the previous
+    check, how the top words changed, share converged, and an error where the check failed."""
+    table = _table("Drift per check", caption=LEGEND)
+    for header in ("check", "step", "epoch", "overlap prev", "top words", "converged"):
+        _figure_column(table, header)
+    has_error = any(c.get("error") for c in checks)
+    if has_error:
+        _text_column(table, "error", ratio=1)
+    for i, check in enumerate(checks):
+        drift = check.get("drift") or {}
+        prev = drift.get("vs_previous") or {}
+        convergence = check.get("convergence") or {}
+        row = [
+            figure(check.get("check_index")),
+            figure(check.get("step")),
+            figure(check.get("epoch")),
+            figure(prev.get("rbo")),
+            word_change(check.get("entered"), check.get("left"), first=i == 0),
+            percent(convergence.get("share_converged")),
+        ]
+        cells = [text(v) for v in row]
+        if has_error:
+            cells.append(text(check.get("error") or ""))
+        table.add_row(*cells)
+    return table
+
+
+def drift_detail_tables(checks: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """``show --wide``: every drift metric vs the previous and the reference check, and every
+    convergence figure, as three tables of at most eight columns."""
+    tables = []
+    for which, title in (("vs_previous", "Drift vs the previous check"),
+                         ("vs_reference", "Drift vs the reference (first) check")):
+        table = _table(title)
+        for header in ("check", "step", *DRIFT_METRICS):
+            _figure_column(table, header)
+        if which == "vs_previous":
+            _figure_column(table, "chance jaccard")
+        for check in checks:
+            drift = check.get("drift") or {}
+            figures = drift.get(which) or {}
+            row = [figure(check.get("check_index")), figure(check.get("step")),
+                   *(figure(figures.get(m)) for m in DRIFT_METRICS)]
+            if which == "vs_previous":
+                row.append(figure(drift.get("chance_jaccard")))
+            table.add_row(*row)
+        tables.append(table)
+    table = _table("Convergence of the integrals per check", caption=CONVERGENCE_CAPTION)
+    for header in ("check", *(h for h, _ in CONVERGENCE_COLUMNS)):
+        _figure_column(table, header)
+    for check in checks:
+        convergence = check.get("convergence") or {}
+        table.add_row(
+            figure(check.get("check_index")),
+            *(percent(convergence.get(k)) if k == "share_converged"
+              else figure(convergence.get(k), 1 if k == "mean_steps" else 3) for _, k in CONVERGENCE_COLUMNS),
+        )
+    tables.append(table)
+    return tables
+
+
+def top_words_table(check: Mapping[str, Any]):
+    """The top words of the last check with the figure they are ranked by (mean |share| where the
+    word occurs), its signed mean share and how many probes contain it."""
+    title = f"Top words at the last check (check {figure(check.get('check_index'))}, step {figure(check.get('step'))})"
+    caption = "ranked by mean |share|: how much of the decision the word carries where it occurs; " \
+              "mean share: signed, + supports the attributed class."
+    table = _table(title, caption=caption)
+    _figure_column(table, "rank")
+    _text_column(table, "word", ratio=1, min_width=12)
+    for header in ("mean |share|", "mean share", "probes"):
+        _figure_column(table, header)
+    for row in check.get("top_tokens") or []:
+        if not isinstance(row, Mapping):
+            continue
+        table.add_row(
+            text(row.get("rank")),
+            text(str(row.get("word"))),
+            text(row.get("mean_abs_share")),
+            text(row.get("mean_share")),
+            text(row.get("n_probes")),
+        )
+    return table
+
+
+def alerts_table(alerts: Sequence[Alert], title: str = "Alerts"):
+    """Severity, rule, token and message, with when it was first raised and whether it is still
+    active under the message; token and message fold."""
+    from rich.text import Text
+
+    table = _table(title)
+    table.add_column("severity", no_wrap=True, min_width=8)
+    table.add_column("rule", no_wrap=True, min_width=4)
+    _text_column(table, "token", ratio=1, min_width=8)
+    _text_column(table, "message", ratio=4, min_width=24)
+    for alert in alerts:
+        when = [f"first raised at step {alert.first_step}" if alert.first_step is not None else None,
+                f"epoch {alert.first_epoch}" if alert.first_epoch is not None else None]
+        state = "active" if alert.active else "cleared"
+        message = Text(visible(str(alert.message)))
+        message.append("\n" + ", ".join([state, *(w for w in when if w)]), style="dim")
+        table.add_row(
+            text(alert.severity, SEVERITY_STYLE.get(alert.severity, "")),
+            text(alert.rule),
+            text(alert.token),
+            message,
+        )
+    return table
+
+
+def candidates_table(
+    candidates: Sequence[Any], labels: Sequence[Any] | None = None, limit: int | None = 5, first: Sequence[str] = ()
+):
+    """The shortcut candidates with their evidence in a sentence or two: the ``limit`` first
+    (``None``: all), those named in ``first`` (the alerted words) ahead, each with its rank."""
+    rows = top_candidates(candidates, limit=len(candidates) if limit is None else limit, first=first)
+    shown = f"{len(rows)} of {len(candidates)}" if len(rows) < len(candidates) else f"{len(rows)}"
+    order = "alerted first, then most suspicious" if set(first) & {str(c.get("word")) for _, c in rows} else \
+        "most suspicious first"
+    table = _table(f"Shortcut candidates ({shown}, {order})")
+    _figure_column(table, "#")
+    _text_column(table, "word", ratio=1, min_width=10)
+    _figure_column(table, "score")
+    _text_column(table, "evidence", ratio=4, min_width=30)
+    for rank, row in rows:
+        table.add_row(text(rank), text(str(row.get("word"))), text(row.get("score")), text(candidate_summary(row, labels)))
+    return table
+
+
+__all__ = [
+    "alert_line",
+    "alerts_table",
+    "candidates_table",
+    "drift_detail_tables",
+    "drift_table",
+    "figure",
+    "percent",
+    "print_check",
+    "top_words_table",
+    "word_change",
+]

@@ -33,6 +33,7 @@ from .rundir import (  # noqa: F401  (the readers are re-exported: report.load_r
     write_text_atomic,
 )
 from .safe_text import visible
+from .verdict import candidate_sentences, top_candidates, verdict
 
 HEATMAP_LAST_CHECKS = 20  # heatmaps of the last N checks (plus the first) go in the report
 TRAJECTORY_WORDS = 10  # lines in the top-token trajectory plot
@@ -301,6 +302,15 @@ def heatmap_checks(snapshots: Sequence[Snapshot], last: int = HEATMAP_LAST_CHECK
     return [snapshots[0], *snapshots[-last:]], len(snapshots) - last - 1
 
 
+def _verdict_class(alerts: Sequence[Alert]) -> str:
+    """How the verdict is coloured: ``alert`` (an active warning or error), ``cleared`` (they
+    all cleared) or ``clean``."""
+    serious = [a for a in alerts if SEVERITY_ORDER.get(a.severity, 0) >= SEVERITY_ORDER["warning"]]
+    if any(a.active for a in serious):
+        return "alert"
+    return "cleared" if serious else "clean"
+
+
 def report_context(run: RunData) -> dict[str, Any]:
     """Everything the report template shows, with numbers already formatted and plots encoded."""
     summary = run.summary
@@ -312,6 +322,9 @@ def report_context(run: RunData) -> dict[str, Any]:
     shown, omitted = heatmap_checks(run.snapshots)
     last_check = checks[-1] if checks else {}
     status = str(summary.get("status"))
+    labels = (summary.get("config") or {}).get("labels")
+    labels = labels if isinstance(labels, list) else []
+    alerted = {str(a.token) for a in alerts if a.token and a.rule == "shortcut" and a.severity != "info"}
     return {
         "run": {
             "name": str(summary.get("run_name")),
@@ -325,10 +338,21 @@ def report_context(run: RunData) -> dict[str, Any]:
             "run_dir": str(run.run_dir),
         },
         "notes": run.notes,
-        "alerts": [_alert_view(a) for a in alerts],
+        "verdict": verdict(summary, alerts),
+        "verdict_class": _verdict_class(alerts),
+        "alerts": [
+            {**_alert_view(a),
+             "sentences": candidate_sentences({"evidence": a.evidence}, labels) if a.rule == "shortcut" else []}
+            for a in alerts
+        ],
         "candidates": [
             {"word": str(c.get("word")), "score": format_number(c.get("score")), "evidence": evidence_items(c.get("evidence"))}
             for c in candidates
+        ],
+        "candidate_stories": [
+            {"rank": rank, "word": str(c.get("word")), "score": format_number(c.get("score")),
+             "alerted": str(c.get("word")) in alerted, "sentences": candidate_sentences(c, labels)}
+            for rank, c in top_candidates(candidates, first=sorted(alerted))
         ],
         "checks": [_check_row(c) for c in checks],
         "drift_metrics": DRIFT_METRICS,
@@ -336,6 +360,7 @@ def report_context(run: RunData) -> dict[str, Any]:
             {
                 "rank": t.get("rank"),
                 "word": str(t.get("word")),
+                "mean_abs_share": format_number(t.get("mean_abs_share")),
                 "mean_share": format_number(t.get("mean_share")),
                 "sum_share": format_number(t.get("sum_share")),
                 "n_probes": t.get("n_probes"),

@@ -138,7 +138,7 @@ def test_show_prints_drift_top_words_alerts_and_candidates(tmp_path, capsys):
     run_dir = write_run_dir(tmp_path / "run", n_checks=3, alerts=[make_alert("error")])
     code, out, err = run_cli(capsys, "show", str(run_dir))
     assert code == 0 and err == ""
-    assert "Drift per check" in out and "rbo prev" in out
+    assert "Drift per check" in out and "overlap prev" in out
     assert "0.540" in out  # vs_previous at check 2
     assert "Top words at the last check (check 2, step 30)" in out
     assert SCRIPT in out and MARKUP in out and ATTR_BREAK in out

@@ -45,7 +45,7 @@ class DocumentScan(HTMLParser):
     def handle_starttag(self, tag, attrs):
         attributes = dict(attrs)
         self.tags.append((tag, attributes))
-        if tag == "details":
+        if tag == "details" and attributes.get("class") != "raw":  # "raw": folded figures
             self.details += 1
         if tag == "span" and attributes.get("class") == "ec-hm-word":
             self._in_word, self._word = True, ""

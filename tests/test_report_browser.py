@@ -1,5 +1,9 @@
 """The rendered report in a real browser: headless Chromium loads report.html from disk, the
-page raises no console error, and probe text built to run script stays inert text."""
+page raises no console error, probe text built to run script stays inert text, and a run with a
+planted shortcut reads at 1400 and 800 px wide (the verdict first, nothing wider than the window).
+
+Screenshots go to the test's tmp dir, and also to ``$EXPLAIN_CALLBACKS_SCREENSHOTS`` when that is
+set (to look at them); they are never committed."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from sink_records import make_result, make_summary
+from verdict_runs import shortcut_run
 
 from explain_callbacks.probes import ProbeSet
 from explain_callbacks.sinks import RunDirectorySink, RunInfo
@@ -88,3 +93,42 @@ def test_report_renders_to_a_screenshot(report_path, tmp_path):
     assert _console_problems(proc.stderr) == []
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def _keep(shot: Path) -> None:
+    folder = os.environ.get("EXPLAIN_CALLBACKS_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(folder) / shot.name)
+
+
+def _page_width(report: Path, width: int, tmp_path: Path) -> int:
+    """How wide the page lays out in a ``width`` px window: a copy of the report with a line of
+    script that writes ``scrollWidth`` into the title (the report itself has no script)."""
+    probe = tmp_path / f"measure-{width}.html"
+    probe.write_text(
+        report.read_text(encoding="utf-8").replace(
+            "</body>", "<script>document.title = 'W' + document.documentElement.scrollWidth;</script></body>"
+        ),
+        encoding="utf-8",
+    )
+    proc = _chromium("--dump-dom", f"--window-size={width},1000", probe.resolve().as_uri(), profile=tmp_path / "profile")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = re.search(r"<title>W(\d+)</title>", proc.stdout)
+    assert found, proc.stdout[:500]
+    return int(found.group(1))
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_shortcut_report_reads_at_width(tmp_path, width):
+    report = pytest.importorskip("explain_callbacks.report", reason="report module missing")
+    path = report.render_report(shortcut_run(tmp_path / "medboard"))
+    assert _page_width(path, width, tmp_path) <= width  # no sideways scrolling: wide tables scroll in their box
+    shot = tmp_path / f"report-shortcut-{width}.png"
+    proc = _chromium(f"--screenshot={shot}", f"--window-size={width},1600", path.resolve().as_uri(),
+                     profile=tmp_path / "profile")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert _console_problems(proc.stderr) == []
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    _keep(shot)
