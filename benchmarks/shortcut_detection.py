@@ -7,8 +7,9 @@ reviews *without* the planted word, so the planted word is the cleaner signal an
 comes to rely on it. Each clean run is the same generator with ``shortcut=None`` (same seed,
 same genuine words, same label noise).
 
-Every run is a Lightning ``Trainer`` with the ``AttributionDriftCallback`` (one check an epoch,
-training texts and labels given, so shortcut discovery has its training statistics) and a small
+Every run is a Lightning ``Trainer`` with the ``AttributionDriftCallback`` at its defaults (one
+check an epoch, no training data passed: the callback reads the train dataset's texts and labels
+itself, as it would for any user who attaches it) and a small
 ``RelianceProbe`` callback placed after it: at the same validation end it measures how far the
 model really relies on the planted word, as accuracy on clean negative reviews minus accuracy on
 the same reviews with the word inserted (``counterfactual_set``). Reliance counts as measurable
@@ -29,6 +30,7 @@ Torch runs on one thread by default: with two on two shared cores a tiny-BERT st
     python benchmarks/shortcut_detection.py --no-minilm  # tiny BERT only
     python benchmarks/shortcut_detection.py --full       # 3 seeds, both models, full grid (about 70 min)
     python benchmarks/shortcut_detection.py --no-minilm --seeds 1 --only r0.2-p1,clean-s0 --out /tmp/x
+    python benchmarks/shortcut_detection.py --no-minilm --seeds 2 --only -p1-,clean-s   # purity 1 + clean
 """
 
 from __future__ import annotations
@@ -356,8 +358,7 @@ def run_one(spec: RunSpec, work: Path) -> dict[str, Any]:
     probes, n_carriers = build_probes(validation, spec.shortcut, spec.seed)
     attribution = AttributionDriftCallback(
         tokenizer, probes, every_n_epochs=1, run_dir=work / "runs", run_name=spec.name,
-        training_texts=train.texts, training_labels=train.labels,
-    )
+    )  # at its defaults: the callback gathers the training statistics itself
     reliance = RelianceProbe(attribution, tokenizer, PLANTED, validation[:300], seed=spec.seed + 2000)
     trainer = pl.Trainer(
         max_epochs=setting.epochs, accelerator="cpu", logger=False, enable_checkpointing=False,

@@ -70,7 +70,8 @@ class AlertRules:
     contrasts and are not that pure, and early reliance on such a word should not wait for it to
     dominate); ``shortcut_min_score_partial`` (stricter) to candidates that have only one of the
     two; candidates with attribution evidence alone never alert, because
-    genuine sentiment words dominate attributions in a clean run too.
+    genuine sentiment words dominate attributions in a clean run too. A label-pure training word
+    that no probe contains is judged by its insertion flips alone, against ``shortcut_min_score``.
     """
 
     def __init__(
@@ -183,6 +184,8 @@ class AlertRules:
         basis = set((candidate.get("evidence") or {}).get("basis") or ())
         if "training" not in basis:
             return None  # without training statistics a genuine class word looks the same
+        if "attribution" not in basis:  # a word no probe contains: its insertion flips alone
+            return self.shortcut_min_score if "counterfactual" in basis else None
         if "counterfactual" in basis:
             purity_lower = (candidate.get("evidence") or {}).get("purity_lower")
             if purity_lower is not None and purity_lower >= self.pure_purity_lower:

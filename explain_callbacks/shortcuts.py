@@ -15,14 +15,29 @@ A shortcut word has three signatures, and genuine class words share only the fir
    half, by logit margin, of those predicted otherwise), and removing it from probes of its
    label changes their prediction.
 
-Training texts are tokenised by lowercase ``\\w+`` (document frequency: a word counts once
-per example); attributed words are lowercased and only whole ``\\w+`` words are candidates,
-so punctuation and special tokens never are.
+Words are what :mod:`.words` calls a word, in training texts and attributions alike
+(``don't`` and ``state-of-the-art`` are one word; input ids are decoded back to text first);
+a word counts once per training example, attributed words are lowercased, and only whole
+words are candidates, so punctuation and special tokens never are. The training statistics
+(:class:`~.statistics.TrainingStatistics`) are the monitor's, filled by the integrations from
+what the framework already holds; ``training_texts`` remain for custom set-ups.
+
+Misclassified probes are evidence too: on a labelled probe the model gets wrong, the word that
+takes the top share toward the wrong prediction, or a large negative share toward the gold
+label, is what makes the probe wrong. That counts as reliance on the predicted class
+(``wrong_prediction_dominance``), and such words get their counterfactual flips tested like
+any other candidate; the purity gate still decides, so a good class word on a probe whose
+label is hard stays quiet.
+
+Adjacent word pairs are candidates too (with training data) when they are purer than their
+two words together predict (naive Bayes from each word's purity): ``"sent from"`` in
+one class while ``"sent"`` and ``"from"`` are in both, not ``"great lovely"``. Label-pure
+training words that no probe contains are tested by insertion alone (``outside_probes``).
 
 Score (0..1) = purity gate x reliance. The gate rises from 0 to 1 as the purity above the
 prior (its Wilson lower end) goes from 0.5 to 0.8: genuine class words appear in the other class
 too (negation, contrast) and stay below it, a planted word does not. Reliance is the strongest
-of attribution dominance and the flip rates (a shortcut next to strong class words may take
+of attribution dominance, wrong-prediction dominance and the flip rates (a shortcut next to strong class words may take
 little attribution share yet flip texts, or the reverse). Flips and dominance alone
 never make a shortcut: inserting "awful" into a review flips it for a good reason. Without
 training data the gate is a flat 0.5, so candidates are ranked but
@@ -202,14 +217,41 @@ class ShortcutDiscovery:
             # (a closed purity gate scores 0 whatever the flips: those words are not worth the forwards)
             by_promise = sorted(rows, key=lambda r: (-r["score"], -self._reliance(r, False), r["word"]))
             tested = [r for r in by_promise if self._reliance(r, False) > 0 and self._gate(r) > 0]
-            tested = tested[: self.counterfactual_words]
-            self._counterfactuals(tested, snapshot, predict_fn)
-            for row in tested:
-                if row["flips"] is not None:
-                    row["basis"].append("counterfactual")
-                row["score"] = self._score(row)
+            self._test(tested[: self.counterfactual_words], snapshot, predict_fn)
+        if predict_fn is not None and self.counterfactual_words and self.has_training_data:
+            rows += self._outside_the_probes(snapshot, set(per_word), predict_fn)
         rows = sorted((r for r in rows if r["score"] > 0), key=lambda r: (-r["score"], r["word"]))
         return [self._candidate(r) for r in rows[: self.max_candidates]]
+
+    def _outside_the_probes(self, snapshot: Snapshot, present: set[str], predict_fn: PredictFn) -> list[dict[str, Any]]:
+        """The most label-pure training words that no probe contains, tested by inserting them
+        into probes the model confidently puts in another class: a shortcut the probes never
+        show can still flip them. Only that evidence backs them (basis without "attribution")."""
+        rows = []
+        for word, counts in self.statistics.word_labels.items():
+            total = sum(counts.values())
+            if word in present or total < max(self.min_count, 5) or max(counts.values()) < 0.9 * total:
+                continue  # cheap filter first: far from pure enough to open the gate
+            if not is_word(word):
+                continue
+            train = self.word_statistics(word)
+            label = self._class_id(train["purity_label"], snapshot) if train else None
+            row = {"word": word, "attribution": dict(_NO_ATTRIBUTION), "train": train, "label": label,
+                   "basis": ["training"], "flips": None, "outside": True}
+            if label is not None and self._gate(row) > 0:
+                rows.append(row)
+        rows.sort(key=lambda r: (-self._gate(r), -r["train"]["purity_lower"], -r["train"]["train_count"], r["word"]))
+        rows = rows[: self.counterfactual_words]
+        self._test(rows, snapshot, predict_fn)
+        return rows
+
+    def _test(self, rows: list[dict[str, Any]], snapshot: Snapshot, predict_fn: PredictFn) -> None:
+        """Run the counterfactuals of ``rows`` and score them with what they found."""
+        self._counterfactuals(rows, snapshot, predict_fn)
+        for row in rows:
+            if row["flips"] is not None:
+                row["basis"].append("counterfactual")
+            row["score"] = self._score(row)
 
     def _pairs_purer_than_words(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Adjacent pairs stay candidates only where they are purer than either of their words
@@ -395,6 +437,8 @@ class ShortcutDiscovery:
         }
         if " " in row["word"]:
             evidence["phrase"] = True
+        if row.get("outside"):
+            evidence["outside_probes"] = True  # in no probe: only the insertion flips speak for it
         return {"word": row["word"], "score": float(row["score"]), "evidence": json_safe(evidence)}
 
     # ----------------------------------------------------------------------- checkpointing
@@ -414,6 +458,10 @@ class ShortcutDiscovery:
                 "with version 2, as ShortcutDiscovery.state_dict() returns)."
             )
         self.statistics.load_state_dict(state)
+
+
+_NO_ATTRIBUTION = {"mean_share": None, "top1_rate": None, "n_probes": 0, "dominance": 0.0,
+                   "supported_target": None, "error_dominance": {}, "n_wrong_probes": 0}
 
 
 def fit_texts(statistics: TrainingStatistics, texts: list[Any], labels: list[Any], who: str) -> None:

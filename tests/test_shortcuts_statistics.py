@@ -234,3 +234,27 @@ def test_watch_token_in_short_probes_needs_a_share_toward_the_target():
     # ... and in a short probe "top 5" is at most its better half
     atts = [attribution(f"p{i}", ["the", "film", "was", "good"], [0.1, 0.3, 0.2, 0.4]) for i in range(4)]
     assert AlertRules(watch_tokens=["the"]).evaluate(snapshot(0, atts)) == []
+
+
+# ----------------------------------------------------------- words outside the probes
+
+def test_a_label_pure_word_that_no_probe_contains_is_tested_by_insertion():
+    texts, labels = _training(planted=True)
+    atts = [attribution(f"n{i}", ["the", "film", "was", "awful"], [0.05, 0.05, 0.1, 0.8], target=0,
+                        logits=[2.0, -2.0]) for i in range(6)]
+    atts += [attribution(f"p{i}", ["the", "story", "was", "great"], [0.05, 0.1, 0.05, 0.8], target=1,
+                         logits=[-2.0, 2.0]) for i in range(4)]
+    check = snapshot(0, atts)
+    relying = lambda ts: [1 if "zorblax" in t or "great" in t else 0 for t in ts]  # noqa: E731
+    candidates = ShortcutDiscovery(texts, labels).rank(check, relying)
+    top = candidates[0]
+    assert top["word"] == "zorblax" and top["evidence"]["outside_probes"] and top["evidence"]["n_probes"] == 0
+    assert top["evidence"]["flip_rate_insertion"] == 1.0
+    assert [a.token for a in AlertRules().evaluate(check, {}, candidates)] == ["zorblax"]
+    # the same statistics, a model that does not rely on the word: nothing fires
+    honest = lambda ts: [1 if "great" in t else 0 for t in ts]  # noqa: E731
+    candidates = ShortcutDiscovery(texts, labels).rank(check, honest)
+    assert AlertRules().evaluate(check, {}, candidates) == []
+    # and a clean run's statistics have no such word to test
+    clean = ShortcutDiscovery(*_training(planted=False)).rank(check, honest)
+    assert not any(c["evidence"].get("outside_probes") for c in clean)
