@@ -164,15 +164,20 @@ def cut_torn_tail(path: str | os.PathLike[str]) -> int:
         os.close(fd)
 
 
+def _read_at(fd: int, n: int, offset: int) -> bytes:
+    os.lseek(fd, offset, os.SEEK_SET)  # (os.pread is POSIX only)
+    return os.read(fd, n)
+
+
 def _cut_torn_tail(fd: int) -> int:
     size = os.fstat(fd).st_size
-    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+    if size == 0 or _read_at(fd, 1, size - 1) == b"\n":
         return 0
     keep, block = 0, 65536
     end = size
     while end > 0:  # find the last newline, reading backwards
         start = max(0, end - block)
-        chunk = os.pread(fd, end - start, start)
+        chunk = _read_at(fd, end - start, start)
         cut = chunk.rfind(b"\n")
         if cut >= 0:
             keep = start + cut + 1
@@ -248,13 +253,14 @@ class RunLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             if not _try_lock(fd):
-                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+                holder = _read_at(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
                 raise RunDirectoryInUseError(
                     f"run directory {self.path.parent} is being written by another run ({holder}). "
                     "Give this run another run_name, or wait for that run to finish."
                 )
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
         except BaseException:
             os.close(fd)
             raise
@@ -266,7 +272,10 @@ class RunLock:
             os.close(fd)  # closing the descriptor drops the lock
 
     def __del__(self) -> None:
-        self.release()
+        try:
+            self.release()
+        except Exception:  # interpreter shutdown
+            pass
 
 
 def _try_lock(fd: int) -> bool:
