@@ -434,6 +434,7 @@ class AttributionMonitor:
             "checks": list(self._checks),
             "candidates": list(self._candidates),
             "failed_checks": list(self._failed_checks),
+            "sink_errors": list(self._sink_errors),
             "statistics": self.discovery.statistics.state_dict(self.discovery.min_count),
         }
 
@@ -456,6 +457,7 @@ class AttributionMonitor:
         self._checks = list(state.get("checks", []))
         self._candidates = list(state.get("candidates", []))
         self._failed_checks = list(state.get("failed_checks", []))
+        self._sink_errors = list(state.get("sink_errors", []))
         self.run_name = state.get("run_name", self.run_name)
         self.resume = True
         self._restored = True

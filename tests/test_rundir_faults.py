@@ -318,6 +318,9 @@ def test_sink_failures_are_counted_and_reported(tmp_path, tiny, capsys, monkeypa
     assert cli_main(["check", str(monitor.run_path), "--fail-on", "warning"]) == 1
     assert cli_main(["check", str(monitor.run_path), "--fail-on", "error"]) == 0
     assert "tracking server unreachable" in capsys.readouterr().out
+    resumed = _monitor(tiny, tmp_path, run_name="sinkfail")
+    resumed.load_state_dict(monitor.state_dict())
+    assert resumed.summary()["sink_errors"] == summary["sink_errors"]  # a resume keeps the count
 
 
 # --------------------------------------------------------------------------- 7. run names
