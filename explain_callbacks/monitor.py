@@ -243,10 +243,7 @@ class AttributionMonitor:
         try:
             attributions = self._attribute_all()
         except Exception as err:
-            self._record_failed_check(step, err)
-            if self.fail_on == "error":
-                raise
-            log.exception("attribution check at step %s failed; training continues.", step)
+            self._check_failed(step, err, "attribution check")
             return None
         attribute_s = time.perf_counter() - started
         self._gather_statistics()
@@ -255,10 +252,7 @@ class AttributionMonitor:
         try:
             result = self._evaluate(attributions, step, epoch, attribute_s, started)
         except Exception as err:
-            self._record_failed_check(step, err)
-            if self.fail_on == "error":
-                raise
-            log.exception("evaluating the check at step %s failed; training continues.", step)
+            self._check_failed(step, err, "evaluating the check")
             return None
         summary = self.summary()
         for sink in self.sinks:
@@ -280,11 +274,15 @@ class AttributionMonitor:
         self.discovery.statistics = gathered
         return gathered
 
-    def _record_failed_check(self, step: int, err: Exception) -> None:
-        """Put a failed check in ``summary.json`` at once, before any exception escapes."""
+    def _check_failed(self, step: int, err: Exception, stage: str) -> None:
+        """Put a failed check in ``summary.json`` at once, then raise it under
+        ``fail_on="error"``; otherwise log it and let training continue."""
         self._failed_checks.append(f"step {step}: {type(err).__name__}: {err}")
         if self.is_rank_zero and self.run_dir_sink is not None:
             self._call_sink(self.run_dir_sink, "write_summary", self.summary())
+        if self.fail_on == "error":
+            raise err
+        log.exception("%s at step %s failed; training continues.", stage, step)
 
     def _attribute_all(self) -> list[ProbeAttribution]:
         rank, world = _distributed()
