@@ -254,9 +254,11 @@ class RunLock:
         try:
             if not _try_lock(fd):
                 holder = _read_at(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+                here = holder.startswith(f"pid {os.getpid()} ")
                 raise RunDirectoryInUseError(
-                    f"run directory {self.path.parent} is being written by another run ({holder}). "
-                    "Give this run another run_name, or wait for that run to finish."
+                    f"run directory {self.path.parent} is being written by another run ({holder}"
+                    + (": a monitor in this process that was never finished; call its finish() or drop it" if here else "")
+                    + "). Give this run another run_name, or wait for that run to finish."
                 )
             os.ftruncate(fd, 0)
             os.lseek(fd, 0, os.SEEK_SET)

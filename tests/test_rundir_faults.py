@@ -161,8 +161,9 @@ def test_two_runs_in_one_directory_are_refused_before_either_checks(tmp_path):
     first = RunDirectorySink(tmp_path, name="same", render_report=False)
     first.start(RunInfo(name="x", probes=probes))
     second = RunDirectorySink(tmp_path, name="same", render_report=False)
-    with pytest.raises(RunDirectoryInUseError, match="being written by another run"):
+    with pytest.raises(RunDirectoryInUseError, match="being written by another run") as err:
         second.start(RunInfo(name="x", probes=probes))
+    assert f"pid {os.getpid()}" in str(err.value) and "in this process that was never finished" in str(err.value)
     _checks(first, probes, [0])
     first.finish(make_summary([make_result(0, 10)], probes, status="finished"))
     with pytest.raises(ValueError, match="already holds a run"):  # after it: the usual refusal
