@@ -105,6 +105,12 @@ class AttributionDriftLogic:
         fail_on: ``"warning"`` or ``"error"`` raise ``AttributionAlertError`` at the end of fit.
         monitor_options: more ``MonitorOptions`` fields (``rules``, ``run_name``, ``max_steps``, ...).
 
+    Shortcut discovery's training statistics are gathered without being passed: from the train
+    dataloader's dataset when it holds texts (or input ids) with labels, else from the first
+    epoch's batches as ``on_train_batch_start`` sees them (``input_ids`` and ``labels``/``label``
+    of a dict or ``BatchEncoding``, or a tuple's id and label tensors); the sampler is never
+    touched. They are kept in the checkpoint.
+
     FSDP and DeepSpeed are refused at setup; under DDP every rank attributes its share of
     the probes and rank zero logs once.
     """

@@ -152,9 +152,10 @@ class FlairModelWrapper(TokenizerAdapter):
             extras={"flair_inputs": extras},
         )
 
-    def batch(self, encoded: Sequence[EncodedProbe]) -> ModelBatch:
-        """Right-pad ids and Flair's inputs: each row computes as the probe alone would."""
-        n, width = len(encoded), max(len(e) for e in encoded)
+    def batch(self, encoded: Sequence[EncodedProbe], width: int | None = None) -> ModelBatch:
+        """Right-pad ids and Flair's inputs (to ``width``, default the longest): each row computes
+        as the probe alone would."""
+        n, width = len(encoded), max([len(e) for e in encoded] + [width or 0])
         ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
         base = ids.clone()
         kwargs: dict[str, torch.Tensor] = {}

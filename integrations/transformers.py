@@ -20,7 +20,12 @@ is ``True``, Hugging Face replaces the callback with one rebuilt from its JSON-a
 options JSON cannot hold (sinks, a tokenizer object, custom ``rules``) are lost for the resumed
 run; a warning names them. Leave it ``False`` to keep them. ``training_texts`` and
 ``training_labels`` are never stored: they are the user's training data, too big and too
-private to copy into every checkpoint.
+private to copy into every checkpoint (the monitor's state keeps their word-label counts).
+
+Shortcut discovery's training statistics come from the Trainer's ``train_dataset`` at
+``on_train_begin``: its ``text_key`` column when present, else its input ids (decoded back to
+words), with its labels; read by column, or by row under a guard that refuses a dataset whose
+indexing draws random numbers. Nothing needs to be passed.
 """
 
 from __future__ import annotations

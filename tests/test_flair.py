@@ -27,6 +27,7 @@ from flair.trainers.plugins import TensorboardLogger, TrainerPlugin  # noqa: E40
 from _tiny_flair import PROBES, load_corpus, save_tiny_bert, text_classifier, write_corpus  # noqa: E402
 from explain_callbacks import AdapterError, AttributionEngine, ProbeSet  # noqa: E402
 from explain_callbacks.integrations.flair import AttributionDriftPlugin, FlairModelWrapper  # noqa: E402
+from explain_callbacks.alerts import AlertRules  # noqa: E402
 from explain_callbacks.monitor import AttributionAlertError  # noqa: E402
 
 pytestmark = pytest.mark.flair
@@ -290,14 +291,18 @@ def test_fail_on_raises_after_training_and_its_logging(model_dir, corpus, tmp_pa
     flair_log = logging.getLogger("flair")
     handlers = list(flair_log.handlers)
     classifier = text_classifier(model_dir, corpus, cls_pooling="mean")
-    plugin = AttributionDriftPlugin(PROBES, n_steps=8, watch_tokens=["the"], fail_on="warning", run_dir=None)
-    with pytest.raises(AttributionAlertError, match="watch_token"):
+    # an alert that surely fires: every integral "misses" a tolerance no integral meets, and the
+    # convergence rule is raised to warning (a watched "the" used to fire only through fault 5)
+    rules = AlertRules(max_unconverged_fraction=0.0, severities={"convergence": "warning"})
+    plugin = AttributionDriftPlugin(PROBES, n_steps=8, max_steps=8, rel_tolerance=1e-12, rules=rules,
+                                    fail_on="warning", run_dir=None)
+    with pytest.raises(AttributionAlertError, match="convergence"):
         ModelTrainer(classifier, corpus).fine_tune(tmp_path / "out", max_epochs=1, mini_batch_size=8, plugins=[plugin])
     assert (tmp_path / "out" / "final-model.pt").exists()  # training and its final evaluation completed
     assert flair_log.handlers == handlers  # Flair's LogFilePlugin closed its file before the raise
     summary = plugin.monitor.summary()
     assert summary["status"] == "finished"
-    assert [a["token"] for a in summary["alerts"] if a["rule"] == "watch_token"] == ["the"]
+    assert [a["rule"] for a in summary["alerts"]] == ["convergence"]
 
 
 @pytest.mark.slow

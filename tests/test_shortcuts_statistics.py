@@ -258,3 +258,28 @@ def test_a_label_pure_word_that_no_probe_contains_is_tested_by_insertion():
     # and a clean run's statistics have no such word to test
     clean = ShortcutDiscovery(*_training(planted=False)).rank(check, honest)
     assert not any(c["evidence"].get("outside_probes") for c in clean)
+
+
+# ------------------------------------------------------------------ the monitor owns them
+
+def test_the_monitor_observes_custom_loop_batches_and_checkpoints_the_statistics(tok):
+    from _tiny import tiny_model
+    from explain_callbacks.engine import AttributionEngine
+    from explain_callbacks.monitor import AttributionMonitor
+
+    def monitor():
+        engine = AttributionEngine(tiny_model("bert", tok), tok, n_steps=4, max_steps=4)
+        return AttributionMonitor(engine, ["good film zorblax", "bad plot"], run_dir=None)
+
+    texts, labels = sentiment_data(40, seed=5, shortcut="zorblax", shortcut_rate=0.8)
+    first = monitor()
+    for start in range(0, 40, 8):  # a custom loop hands over its batches
+        enc = tok(texts[start:start + 8], padding=True, return_tensors="pt")
+        first.observe(input_ids=enc["input_ids"], labels=torch.tensor(labels[start:start + 8]), epoch=0)
+    assert first.discovery.word_statistics("zorblax")["train_purity"] == 1.0
+    first.check(step=5, epoch=0)
+    state = json.loads(json.dumps(first.state_dict()))
+    resumed = monitor()
+    resumed.load_state_dict(state)
+    assert resumed.discovery.word_statistics("zorblax") == first.discovery.word_statistics("zorblax")
+    assert resumed.statistics.n_examples == 40
