@@ -101,6 +101,8 @@ def print_check(result: CheckResult, console: Any = None) -> None:
     step, overlap with the previous check, top-word change, convergence, time), the top words,
     the words that entered or left the top, and any new alert."""
     from rich.console import Console
+    from rich.measure import Measurement
+    from rich.padding import Padding
     from rich.text import Text
 
     console = console or Console(stderr=True, highlight=False, emoji=False)
@@ -109,10 +111,9 @@ def print_check(result: CheckResult, console: Any = None) -> None:
     entered = [row["word"] for row in result.token_table if row.get("entered")]
     left = [row["word"] for row in result.token_table if row.get("left")]
     epoch = "" if snap.epoch is None else f", epoch {snap.epoch}"
-    table = _table(f"attribution check {snap.check_index} (step {snap.step}{epoch})")
-    for header in ("check", "step", "overlap prev", "top words", "converged", "time s"):
-        _figure_column(table, header)
-    table.add_row(
+    title = f"attribution check {snap.check_index} (step {snap.step}{epoch})"
+    headers = ("check", "step", "overlap prev", "top words", "converged", "time s")
+    cells = (
         str(snap.check_index),
         str(snap.step),
         figure(prev.get("rbo")),
@@ -120,29 +121,36 @@ def print_check(result: CheckResult, console: Any = None) -> None:
         percent(result.convergence.get("share_converged")),
         f"{snap.timings.get('total_s', 0):.1f}",
     )
-    console.print(table)
+    table = _table(title)
+    for header in headers:
+        _figure_column(table, header)
+    table.add_row(*cells)
+    if Measurement.get(console, console.options.update_width(10_000), table).maximum <= console.width:
+        console.print(table)
+    else:  # narrower than the table: the same figures as words, which wrap instead of being cut
+        console.print(Text(f"{title}: " + " · ".join(f"{h} {c}" for h, c in zip(headers[2:], cells[2:]))))
     top = [row for row in result.token_table if not row.get("left")][:TOP_WORDS_PRINTED]
-    line = Text("  top words: ", style="bold")
+    line = Text("top words: ", style="bold")
     line.append(visible(", ".join(f"{row['word']} {figure(row.get('mean_abs_share'), 2)}" for row in top) or "none"))
-    console.print(line)
+    console.print(Padding(line, (0, 0, 0, 2)))  # wrapped lines keep the indent
     if entered or left:
-        change = Text("  ")
+        change = Text()
         if entered:
             change.append("entered: ", style="green")
             change.append(visible(", ".join(entered)) + ("; " if left else ""))
         if left:
             change.append("left: ", style="red")
             change.append(visible(", ".join(left)))
-        console.print(change)
+        console.print(Padding(change, (0, 0, 0, 2)))
     for alert in result.new_alerts:
-        console.print(alert_line(alert))
+        console.print(Padding(alert_line(alert), (0, 0, 0, 2)))
 
 
 def alert_line(alert: Alert):
-    """``  ALERT [warning] shortcut 'medboard': message`` as a rich Text (wraps, never truncates)."""
+    """``ALERT [warning] shortcut 'medboard': message`` as a rich Text (wraps, never truncates)."""
     from rich.text import Text
 
-    line = Text(f"  ALERT [{alert.severity}] {alert.rule}", style=SEVERITY_STYLE.get(alert.severity, "bold"))
+    line = Text(f"ALERT [{alert.severity}] {alert.rule}", style=SEVERITY_STYLE.get(alert.severity, "bold"))
     if alert.token:
         line.append(" " + visible(quote(alert.token)), style="bold")
     line.append(": " + visible(str(alert.message)))

@@ -224,3 +224,16 @@ def test_show_command_reads_at_width(tmp_path, capsys, monkeypatch, width, wide)
         assert "sent from" in text  # every candidate
     else:
         assert "kendall_tau" not in output and "sent from" not in text
+
+
+def test_print_check_below_80_columns_wraps_instead_of_cutting():
+    tracker = DriftTracker(top_k=3)
+    _check_result(0, tracker, [0.05, 0.1, 0.05, 0.05, 0.6, 0.15])
+    result = _check_result(1, tracker, [0.05, 0.6, 0.05, 0.05, 0.1, 0.15])
+    buffer = io.StringIO()
+    from rich.console import Console
+
+    console.print_check(result, Console(width=50, file=buffer, color_system=None, highlight=False))
+    output = buffer.getvalue()
+    assert "…" not in output and _width(output) <= 50
+    assert "step 250000" in output and f"overlap prev {result.drift['vs_previous']['rbo']:.3f}" in flat(output)
