@@ -63,8 +63,9 @@ def insertion_sentence(evidence: Mapping[str, Any], labels: Sequence[Any] | None
     if rate is None or not n:
         return None
     flipped = round(rate * n)
+    how_many = "none of them" if flipped == 0 else (f"all {n}" if flipped == n and n > 1 else str(flipped))
     return (f"inserting it into {_plural(n, 'probe')} predicted as another class flipped "
-            f"{flipped} to {label_name(evidence.get('purity_label'), labels)}")
+            f"{how_many} to {label_name(evidence.get('purity_label'), labels)}")
 
 
 def removal_sentence(evidence: Mapping[str, Any]) -> str | None:
@@ -73,7 +74,7 @@ def removal_sentence(evidence: Mapping[str, Any]) -> str | None:
     if rate is None or not n:
         return None
     changed = round(rate * n)
-    return f"removing it from {_plural(n, 'probe')} changed {_plural(changed, 'prediction')}"
+    return f"removing it from {_plural(n, 'probe')} changed {_plural(changed, 'prediction') if changed else 'no prediction'}"
 
 
 def training_sentence(evidence: Mapping[str, Any], labels: Sequence[Any] | None = None) -> str | None:
@@ -94,11 +95,13 @@ def attribution_sentence(evidence: Mapping[str, Any]) -> str | None:
     n, share = _count(evidence.get("n_probes")), _number(evidence.get("mean_share"))
     if not n or share is None:
         return None
-    text = f"in the {_plural(n, 'probe')} that contain it, it takes a mean share of {share:.2f}"
     top1 = _number(evidence.get("top1_rate"))
-    if top1 is not None and round(top1 * n) > 0:
-        text += f" and is the top word in {round(top1 * n)} of them" if n > 1 else " and is its top word"
-    return text
+    top = round(top1 * n) if top1 is not None else 0
+    if n == 1:
+        return f"in the one probe that contains it, it takes a share of {share:.2f}" + (
+            " and is its top word" if top else "")
+    text = f"in the {n} probes that contain it, it takes a mean share of {share:.2f}"
+    return text + (f" and is the top word in {top} of them" if top else "")
 
 
 def wrong_prediction_sentence(evidence: Mapping[str, Any]) -> str | None:

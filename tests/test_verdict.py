@@ -133,3 +133,17 @@ def test_verdict_escapes_the_word(tmp_path):
     html = render_report(shortcut_run(tmp_path / "hostile", word=SCRIPT)).read_text(encoding="utf-8")
     verdict_html = re.search(r'<p class="verdict[^>]*>(.*?)</p>', html, re.S).group(1)
     assert "<script>" not in verdict_html and "&lt;script&gt;alert(1)&lt;/script&gt;" in verdict_html
+
+
+def test_sentences_read_for_none_all_and_one():
+    evidence = {"n_probes": 1, "mean_share": 0.7, "top1_rate": 1.0, "flip_rate_insertion": 1.0, "n_insertion_probes": 8,
+                "purity_label": 1, "flip_rate_removal": 0.0, "n_removal_probes": 1}
+    assert candidate_sentences({"evidence": evidence}, LABELS) == [
+        "Inserting it into 8 probes predicted as another class flipped all 8 to 'positive'.",
+        "Removing it from 1 probe changed no prediction.",
+        "In the one probe that contains it, it takes a share of 0.70 and is its top word.",
+    ]
+    none = {"flip_rate_insertion": 0.0, "n_insertion_probes": 8, "purity_label": 0}
+    assert candidate_sentences({"evidence": none}, LABELS)[0] == (
+        "Inserting it into 8 probes predicted as another class flipped none of them to 'negative'."
+    )
