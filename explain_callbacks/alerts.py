@@ -187,8 +187,10 @@ class AlertRules:
         if "attribution" not in basis:  # a word no probe contains: its insertion flips alone
             return self.shortcut_min_score if "counterfactual" in basis else None
         if "counterfactual" in basis:
-            purity_lower = (candidate.get("evidence") or {}).get("purity_lower")
-            if purity_lower is not None and purity_lower >= self.pure_purity_lower:
+            evidence = candidate.get("evidence") or {}
+            purity_lower = evidence.get("purity_lower")
+            # a pair never takes the lower threshold: negations ("not good") are that pure genuinely
+            if purity_lower is not None and purity_lower >= self.pure_purity_lower and not evidence.get("phrase"):
                 return self.shortcut_min_score_pure
             return self.shortcut_min_score
         return self.shortcut_min_score_partial

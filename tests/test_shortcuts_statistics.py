@@ -283,3 +283,12 @@ def test_the_monitor_observes_custom_loop_batches_and_checkpoints_the_statistics
     resumed.load_state_dict(state)
     assert resumed.discovery.word_statistics("zorblax") == first.discovery.word_statistics("zorblax")
     assert resumed.statistics.n_examples == 40
+
+
+def test_a_pure_pair_never_takes_the_lower_threshold_of_a_pure_word():
+    rules = AlertRules()
+    evidence = {"basis": ["attribution", "training", "counterfactual"], "purity_lower": 0.95}
+    assert rules.shortcut_threshold({"word": "zorblax", "evidence": evidence}) == rules.shortcut_min_score_pure
+    # "not good" is negative in every training example, and rightly so
+    phrase = {"word": "not good", "evidence": {**evidence, "phrase": True}}
+    assert rules.shortcut_threshold(phrase) == rules.shortcut_min_score
