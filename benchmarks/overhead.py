@@ -507,9 +507,9 @@ class CallTimer:
             return
         original = engine._integrate_group
 
-        def timed(lig: Any, group: list[Any], steps: int) -> None:
+        def timed(group: list[Any], steps: int) -> None:
             start = time.perf_counter()
-            original(lig, group, steps)
+            original(group, steps)
             seconds = time.perf_counter() - start
             for t in group:
                 self.rel_deltas.setdefault(f"{t.enc.probe.id}/{t.target}", {})[steps] = t.rel_delta

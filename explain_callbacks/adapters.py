@@ -1,14 +1,17 @@
 """Model adapters: turn probes into model inputs and name the layer that Integrated Gradients
 attributes to.
 
-``HuggingFaceAdapter`` covers ``AutoModelForSequenceClassification`` families (BERT, RoBERTa,
-XLM-R, DistilBERT, DeBERTa-v2, ELECTRA, ALBERT, GPT-2 style with a pad token).
+``HuggingFaceAdapter`` covers ``AutoModelForSequenceClassification`` families: BERT-style
+encoders, RoBERTa-style ones that number positions from the padding index, XLNet (sequence-first),
+decoder-only models that classify at the last non-pad token, encoder-decoders (BART, T5: the
+encoder's embedding call is attributed), PEFT-wrapped and ``torch.compile``d models.
 ``ForwardFunctionAdapter`` covers any model the user describes with a forward function, an
 embedding layer and a (fast) tokenizer. Other adapters (Flair's) subclass ``ModelAdapter``.
 
-Only the input embeddings are attributed. Attention mask, token types and positions travel as
-extra forward arguments, so the path integral runs over the word embeddings alone and the
-convergence delta measures the integral, not a shifted baseline.
+Only the output of the word-embedding layer is replaced along the path. The model gets the same
+``input_ids`` and every tensor its tokenizer returns that its forward accepts (attention mask,
+token types, ...), padded as the tokenizer pads; it builds its own positions, so the path integral
+runs over the word embeddings alone and F(x) is the model's own forward on the tokenizer's output.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ import torch
 from torch import nn
 
 from .isolation import isolated_from_training
-from .probes import Probe
 from .words import span_index, word_spans
+from .probes import Probe
 
 
 class AdapterError(ValueError):
@@ -51,6 +54,8 @@ class EncodedProbe:
     token_type_ids: list[int] | None = None
     truncated: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
+    #: tokenizer outputs besides ``input_ids`` (``attention_mask``, ``token_type_ids``, ...), unpadded
+    model_inputs: dict[str, list[int]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -64,6 +69,12 @@ class ModelBatch:
     baseline_ids: torch.Tensor
     forward_kwargs: dict[str, torch.Tensor]
     lengths: list[int]
+    padding_side: str = "right"
+
+    def real(self, i: int, row: torch.Tensor) -> torch.Tensor:
+        """The probe's own positions of ``row`` (the ``i``-th of the batch), padding dropped."""
+        n = self.lengths[i]
+        return row[row.shape[0] - n :] if self.padding_side == "left" else row[:n]
 
 
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
@@ -108,31 +119,39 @@ class ModelAdapter:
     def baseline_token(self, token_id: int, is_special: bool) -> int:
         return token_id if is_special else self.pad_token_id
 
-    def batch(self, encoded: Sequence[EncodedProbe]) -> ModelBatch:
-        """Right-pad a group of probes; baselines keep special tokens and pad the rest."""
-        width = max(len(e) for e in encoded)
+    padding_side: str = "right"
+    #: XLNet embeds ``input_ids`` transposed, shape (length, batch); the engine's hook follows.
+    sequence_first: bool = False
+
+    def pad_value(self, name: str) -> int:
+        """The value padding positions of model input ``name`` get."""
+        return 0
+
+    def batch(self, encoded: Sequence[EncodedProbe], width: int | None = None) -> ModelBatch:
+        """Pad a group of probes on ``padding_side`` (to ``width``, default the longest);
+        baselines keep special tokens and put the baseline token everywhere else."""
+        width = max([len(e) for e in encoded] + [width or 0])
         n = len(encoded)
+        names = self.forward_arg_names()
         ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
         base = torch.full((n, width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        types = torch.zeros((n, width), dtype=torch.long)
+        extra = {k: torch.full((n, width), self.pad_value(k), dtype=torch.long) for k in names}
         for i, e in enumerate(encoded):
             length = len(e)
-            ids[i, :length] = torch.tensor(e.input_ids)
-            base[i, :length] = torch.tensor(
+            cols = slice(width - length, width) if self.padding_side == "left" else slice(0, length)
+            ids[i, cols] = torch.tensor(e.input_ids)
+            base[i, cols] = torch.tensor(
                 [self.baseline_token(t, bool(s)) for t, s in zip(e.input_ids, e.special_mask)]
             )
-            mask[i, :length] = 1
-            if e.token_type_ids is not None:
-                types[i, :length] = torch.tensor(e.token_type_ids)
-        available = {"attention_mask": mask, "token_type_ids": types}
-        available["position_ids"] = self.position_ids(ids, mask)
+            for k in names:
+                values = e.model_inputs.get(k)
+                if k == "attention_mask" and values is None:
+                    values = [1] * length
+                if values is not None:
+                    extra[k][i, cols] = torch.tensor(values)
         device = self.device
-        kwargs = {k: available[k].to(device) for k in self.forward_arg_names()}
-        return ModelBatch(ids.to(device), base.to(device), kwargs, [len(e) for e in encoded])
-
-    def position_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return torch.arange(input_ids.shape[1]).unsqueeze(0).expand_as(input_ids).contiguous()
+        kwargs = {k: v.to(device) for k, v in extra.items()}
+        return ModelBatch(ids.to(device), base.to(device), kwargs, [len(e) for e in encoded], self.padding_side)
 
 
 class TokenizerAdapter(ModelAdapter):
@@ -172,8 +191,23 @@ class TokenizerAdapter(ModelAdapter):
         else:
             raise AdapterError(f"baseline must be 'pad', 'mask' or a token id, got {baseline!r}.")
 
+        self.padding_side = "left" if getattr(tokenizer, "padding_side", "right") == "left" else "right"
+
     def baseline_token(self, token_id: int, is_special: bool) -> int:
         return token_id if is_special else self._baseline_id
+
+    @property
+    def baseline_id(self) -> int:
+        """The token id non-special positions of the baseline take."""
+        return self._baseline_id
+
+    def set_baseline_id(self, token_id: int) -> None:
+        self._baseline_id = int(token_id)
+
+    def pad_value(self, name: str) -> int:
+        if name == "token_type_ids":
+            return int(getattr(self.tokenizer, "pad_token_type_id", 0) or 0)
+        return 0
 
     def encode(self, probes: Sequence[Probe]) -> list[EncodedProbe]:
         out = []
@@ -199,9 +233,16 @@ class TokenizerAdapter(ModelAdapter):
                     special_mask=list(enc["special_tokens_mask"]),
                     token_type_ids=list(enc["token_type_ids"]) if "token_type_ids" in enc else None,
                     truncated=bool(encoding.overflowing),
+                    model_inputs={
+                        k: list(v) for k, v in enc.items()
+                        if k not in _NOT_MODEL_INPUTS and isinstance(v, list) and len(v) == len(ids)
+                    },
                 )
             )
         return out
+
+
+_NOT_MODEL_INPUTS = ("input_ids", "offset_mapping", "special_tokens_mask", "overflow_to_sample_mapping", "length")
 
 
 def _words_from_encoding(enc: Any, probe: Probe) -> list[Word]:
@@ -263,8 +304,75 @@ def _find_embedding(model: nn.Module, vocab_size: int | None) -> nn.Module:
     return max(candidates, key=lambda m: m.num_embeddings)
 
 
+# Model types that classify at the last non-pad token, found through ``config.pad_token_id``.
+LAST_TOKEN_MODELS = (
+    "gpt2", "gpt_neo", "gptj", "gpt_neox", "gpt_bigcode", "opt", "bloom", "llama", "mistral", "mixtral", "qwen2",
+    "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3", "gemma3_text", "phi", "phi3", "falcon", "mpt",
+    "ctrl", "biogpt", "starcoder2", "stablelm", "olmo", "olmo2", "persimmon", "cohere", "granite",
+)
+# Model types that number positions from ``padding_idx + 1`` (RoBERTa style) or from 2.
+_POSITION_OFFSET = {"nystromformer": 2, "yoso": 2}
+_PADDING_IDX_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "mpnet",
+                          "xlm-roberta-xl", "roberta-prelayernorm", "ibert", "luke", "markuplm", "esm")
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module to run: a ``torch.compile``d model's original module (same parameters).
+
+    Attributing through the compiled graph would recompile for every hook and batch shape; the
+    eager module computes the same function with the same weights."""
+    while hasattr(model, "_orig_mod") and isinstance(getattr(model, "_orig_mod"), nn.Module):
+        model = model._orig_mod
+    return model
+
+
+def _core_model(model: nn.Module) -> nn.Module:
+    """The Hugging Face ``PreTrainedModel`` inside a PEFT wrapper (or the model itself)."""
+    getter = getattr(model, "get_base_model", None)
+    if callable(getter):
+        try:
+            base = getter()
+        except Exception:  # pragma: no cover - defensive
+            base = None
+        if isinstance(base, nn.Module) and getattr(base, "config", None) is not None:
+            return base
+    return model
+
+
+def _encoder_embedding(model: nn.Module) -> nn.Module | None:
+    """An encoder-decoder's encoder token embedding: the one call the classification reads.
+
+    ``get_input_embeddings()`` is the ``shared`` table, which BART and T5 on 5.x never call in
+    forward (encoder and decoder hold their own, tied), and which on 4.57 T5 calls for the encoder
+    and the decoder alike."""
+    for holder in (model, getattr(model, "transformer", None), getattr(model, "model", None)):
+        getter = getattr(holder, "get_encoder", None)
+        if not callable(getter):
+            continue
+        try:
+            encoder = getter()
+        except Exception:
+            continue
+        layer = getattr(encoder, "embed_tokens", None)
+        if isinstance(layer, nn.Module):
+            return layer
+        inner = getattr(encoder, "get_input_embeddings", None)
+        if callable(inner):
+            found = inner()
+            if isinstance(found, nn.Module):
+                return found
+    return None
+
+
 class HuggingFaceAdapter(TokenizerAdapter):
-    """A ``PreTrainedModel`` for sequence classification with its fast tokenizer."""
+    """A ``PreTrainedModel`` for sequence classification with its fast tokenizer.
+
+    The model is called with the probe's ``input_ids`` and every tensor the tokenizer returns
+    that its forward accepts, padded as the tokenizer pads (``padding_side``,
+    ``pad_token_type_id``). Positions are left to the model. PEFT models are called as they are
+    (their forward), their base model supplies config and signature; a ``torch.compile``d model is
+    run through its original module.
+    """
 
     def __init__(
         self,
@@ -275,24 +383,42 @@ class HuggingFaceAdapter(TokenizerAdapter):
         baseline: str | int = "pad",
         embedding_layer: nn.Module | None = None,
     ):
-        config = getattr(model, "config", None)
+        model = unwrap_model(model)
+        core = _core_model(model)
+        config = getattr(core, "config", None)
         if config is None:
             raise AdapterError(
                 f"{type(model).__name__} has no .config; for a custom model use "
                 "ForwardFunctionAdapter(forward_fn, embedding_layer, tokenizer)."
             )
+        model_type = getattr(config, "model_type", "")
         model_limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-        if model_limit and getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
-            model_limit -= 2  # padding_idx + 1 positions are reserved
+        if not isinstance(model_limit, int) or model_limit <= 0:  # XLNet: -1, relative positions only
+            model_limit = None
+        elif model_type in _PADDING_IDX_POSITIONS and getattr(config, "pad_token_id", None) is not None:
+            model_limit -= int(config.pad_token_id) + 1  # positions run from padding_idx + 1
+        elif model_type in _POSITION_OFFSET:
+            model_limit -= _POSITION_OFFSET[model_type]
         limits = [x for x in (max_length, model_limit) if x]
         super().__init__(tokenizer, min(limits) if limits else None, baseline)
-        if getattr(config, "pad_token_id", None) is None and config.model_type in ("gpt2", "gpt_neo", "gptj", "llama", "mistral", "qwen2"):
-            raise AdapterError(
-                f"{config.model_type} finds the last token through config.pad_token_id, which is unset. "
-                "Set model.config.pad_token_id = tokenizer.pad_token_id."
-            )
+        if model_type in LAST_TOKEN_MODELS:
+            pad = getattr(config, "pad_token_id", None)
+            if pad is None:
+                raise AdapterError(
+                    f"{model_type} finds the last token through config.pad_token_id, which is unset. "
+                    "Set model.config.pad_token_id = tokenizer.pad_token_id."
+                )
+            if int(pad) != self.pad_token_id:
+                raise AdapterError(
+                    f"{model_type} finds the last token through config.pad_token_id ({pad}), but the tokenizer "
+                    f"pads with {self.pad_token_id}; set model.config.pad_token_id = tokenizer.pad_token_id."
+                )
         self.model = model
-        self.embedding_layer = embedding_layer or _find_embedding(model, len(tokenizer))
+        self.model_type = model_type
+        self.sequence_first = model_type == "xlnet"
+        if embedding_layer is None and getattr(config, "is_encoder_decoder", False):
+            embedding_layer = _encoder_embedding(core)
+        self.embedding_layer = embedding_layer or _find_embedding(core, len(tokenizer))
         num_labels = int(getattr(config, "num_labels", 1))
         id2label = getattr(config, "id2label", None) or {}
         self.label_names = [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(num_labels)]
@@ -302,22 +428,12 @@ class HuggingFaceAdapter(TokenizerAdapter):
         if problem not in PROBLEM_TYPES:
             raise AdapterError(f"problem_type {problem!r} is not supported; use one of {PROBLEM_TYPES}.")
         self.problem_type = problem
-        self._padding_idx = None
-        if config.model_type in ("roberta", "xlm-roberta", "camembert", "longformer"):
-            self._padding_idx = int(config.pad_token_id)
-        wanted = ["attention_mask", "position_ids"]
-        if "token_type_ids" in tokenizer.model_input_names and getattr(config, "type_vocab_size", 0) > 0:
-            wanted.insert(1, "token_type_ids")
-        self._arg_names = _accepted_args(model.forward, wanted)
+        returned = [n for n in getattr(tokenizer, "model_input_names", []) if n != "input_ids"]
+        wanted = ["attention_mask"] + [n for n in returned if n != "attention_mask"]
+        self._arg_names = _accepted_args(core.forward, wanted)
 
     def forward_arg_names(self) -> list[str]:
         return self._arg_names
-
-    def position_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        if self._padding_idx is None:
-            return super().position_ids(input_ids, attention_mask)
-        # RoBERTa numbers positions from padding_idx + 1 and gives padding padding_idx.
-        return torch.cumsum(attention_mask, dim=1) * attention_mask + self._padding_idx
 
     def forward(self, input_ids: torch.Tensor, *forward_args: torch.Tensor) -> torch.Tensor:
         kwargs = dict(zip(self._arg_names, forward_args))

@@ -22,15 +22,17 @@ to ``max_steps``.
 
 from __future__ import annotations
 
+import inspect
 import logging
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
-from captum.attr import LayerIntegratedGradients
+from captum.attr._utils.approximation_methods import approximation_parameters
 
-from .adapters import AdapterError, EncodedProbe, ModelAdapter, as_adapter
-from .isolation import isolated_from_training
+from .adapters import AdapterError, EncodedProbe, ModelAdapter, ModelBatch, as_adapter
+from .isolation import full_precision, isolated_from_training
 from .probes import Probe, ProbeSet, as_probe_set
 from .quadrature import interval_errors, points_to_add, trapezoid_weights, uniform_points
 from .records import ProbeAttribution
@@ -42,6 +44,65 @@ DEFAULT_N_STEPS = 12
 DEFAULT_MAX_STEPS = 128
 METHODS = (ADAPTIVE, "gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right")
 TARGET_MODES = ("auto", "gold", "predicted", "all")
+
+
+class NonFiniteOutputError(RuntimeError):
+    """The model's outputs are NaN or infinite for some probes: no attribution can be trusted."""
+
+
+@dataclass
+class Calibration:
+    """What the first check learnt about the model: the padding side that leaves outputs
+    unchanged, whether probes of different lengths may share a batch, and the baseline token when
+    the configured one was degenerate (``degenerate_baseline`` keeps that one's id)."""
+
+    padding_side: str = "right"
+    mix_lengths: bool = True
+    baseline_id: int | None = None
+    degenerate_baseline: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Calibration":
+        return cls(**{k: data[k] for k in ("padding_side", "mix_lengths", "baseline_id", "degenerate_baseline") if k in data})
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return bool(torch.allclose(a, b, rtol=1e-4, atol=1e-4 * (1 + float(a.abs().max()))))
+
+
+def _check_finite(logits: torch.Tensor, probe_ids: Sequence[str]) -> None:
+    bad = ~torch.isfinite(logits.float()).all(dim=-1)
+    if bool(bad.any()):
+        names = sorted({str(p) for p, b in zip(probe_ids, bad.cpu().tolist()) if b})
+        raise NonFiniteOutputError(
+            f"the model's outputs are not finite (NaN or inf) for probe(s) {', '.join(map(repr, names))}; "
+            "the weights may have diverged (learning rate, fp16 overflow). No attributions were computed."
+        )
+
+
+def _fit(replacement: torch.Tensor, ids: Any, input_ids: torch.Tensor, output: torch.Tensor, sequence_first: bool) -> torch.Tensor:
+    """``replacement`` (batch, width, ...) laid out as the embedding call ``output`` of ``ids``."""
+    if not torch.is_tensor(ids) or ids.dim() != 2:
+        raise AdapterError("the embedding layer was not called with a (batch, length) tensor of token ids; "
+                           "pass embedding_layer= the module that embeds input_ids.")
+    n, width = input_ids.shape
+    layouts = [(False, ids.shape == (n, width)), (True, ids.shape == (width, n))]
+    if sequence_first:
+        layouts.reverse()
+    for transposed, shape_ok in layouts:
+        if shape_ok and torch.equal(ids.t() if transposed else ids, input_ids):
+            return replacement.transpose(0, 1) if transposed else replacement
+    if ids.shape[0] == n and ids.shape[1] > width and torch.equal(ids[:, :width], input_ids):
+        # the model padded the ids on the right (to its attention window or block size)
+        return torch.cat([replacement, output[:, width:].to(replacement.dtype)], dim=1)
+    raise AdapterError(
+        "the embedding layer's first call in the forward pass did not embed the probes' input_ids "
+        f"(got ids of shape {tuple(ids.shape)}, expected {(n, width)}); pass embedding_layer= the module that "
+        "embeds input_ids."
+    )
 
 
 @dataclass
@@ -113,6 +174,7 @@ class AttributionEngine:
         self.tokens_per_chunk = int(tokens_per_chunk)
         self.target = self._check_target_spec(target)
         self._fixed_targets: dict[str, list[int]] = {}
+        self.calibration: Calibration | None = None
 
     # ----------------------------------------------------------------- targets
     def _check_target_spec(self, target: str | int) -> str | int:
@@ -179,7 +241,8 @@ class AttributionEngine:
 
     # ------------------------------------------------------------------ set-up
     def prepare(self, probes: Any) -> list[EncodedProbe]:
-        """Encode and validate probes now, so bad input fails at set-up and not mid-epoch."""
+        """Encode and validate probes now, so bad input fails at set-up and not mid-epoch; then
+        probe the model once (padding, baseline: see ``calibrate``)."""
         probes = as_probe_set(probes)
         encoded = self.adapter.encode(list(probes))
         for p in probes:
@@ -190,6 +253,8 @@ class AttributionEngine:
         for e in encoded:
             if e.truncated:
                 log.warning("probe %r is longer than %s tokens and is truncated.", e.probe.id, len(e))
+        with isolated_from_training(self.adapter.model):
+            self.calibrate(encoded)
         return encoded
 
     def remember_targets(self, attributions: Sequence[ProbeAttribution]) -> None:
@@ -202,10 +267,136 @@ class AttributionEngine:
                 self._fixed_targets.setdefault(probe_id, targets)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"fixed_targets": {k: list(v) for k, v in self._fixed_targets.items()}}
+        state: dict[str, Any] = {"fixed_targets": {k: list(v) for k, v in self._fixed_targets.items()}}
+        if self.calibration is not None:
+            state["calibration"] = self.calibration.to_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._fixed_targets = {k: list(v) for k, v in state.get("fixed_targets", {}).items()}
+        if state.get("calibration"):
+            self._apply(Calibration.from_dict(state["calibration"]))
+
+    # ------------------------------------------------------------- calibration
+    def calibrate(self, encoded: Sequence[EncodedProbe]) -> Calibration:
+        """Probe the model once, at the first check (or ``prepare``), on the probes themselves.
+
+        * Padding: the shortest probe alone and padded to the longest must give the same
+          outputs (at x and at the baseline). If they do not on the tokenizer's padding side but
+          do on the other, the other side is used; if on neither (the model reads padding:
+          MobileBERT-, ConvBERT-style), probes are only batched with probes of their own length,
+          so every probe's scores are those it gets alone.
+        * Baseline: a baseline whose outputs jump at the path's start (an all-zero pad embedding
+          before a scale-invariant norm, as in from-config Qwen- or Gemma-style models) makes the
+          integrand singular there, and no step count resolves it. Another special token
+          is then used as the baseline, with a warning naming ``baseline=``; if none works,
+          ``AdapterError``.
+        """
+        if self.calibration is not None:
+            return self.calibration
+        cal = Calibration(padding_side=getattr(self.adapter, "padding_side", "right"), mix_lengths=True)
+        self._apply(cal)
+        if not encoded:
+            return cal
+        with full_precision():
+            short = min(encoded, key=len)
+            width = max(len(e) for e in encoded)
+            if width > len(short) and "width" in inspect.signature(self.adapter.batch).parameters:
+                cal = self._check_padding(short, width, cal)
+            self._apply(cal)
+            cal = self._check_baseline(sorted(encoded, key=len)[:4], cal)
+        self._apply(cal)
+        self.calibration = cal
+        return cal
+
+    def _apply(self, cal: Calibration) -> None:
+        self.calibration = cal
+        if hasattr(self.adapter, "padding_side"):
+            self.adapter.padding_side = cal.padding_side
+        if cal.baseline_id is not None and hasattr(self.adapter, "set_baseline_id"):
+            self.adapter.set_baseline_id(cal.baseline_id)
+
+    @torch.no_grad()
+    def _ends(self, encoded: Sequence[EncodedProbe], alphas: Sequence[float], width: int | None = None) -> list[torch.Tensor]:
+        """Outputs (all classes) at path points ``alphas`` for each probe, one padded batch."""
+        adapter = self.adapter
+        batch = adapter.batch(list(encoded), width=width)
+        layer = adapter.embedding_layer
+        inputs, baselines = layer.forward(batch.input_ids), layer.forward(batch.baseline_ids)
+        out = []
+        for a in alphas:
+            path = baselines + a * (inputs - baselines)
+            with self._embedding_replaced(batch, path):
+                out.append(adapter.forward(batch.input_ids, *batch.forward_kwargs.values()).float().cpu())
+        return out
+
+    def _check_padding(self, short: EncodedProbe, width: int, cal: Calibration) -> Calibration:
+        alone = self._ends([short], (0.0, 1.0))
+        sides = [cal.padding_side, "left" if cal.padding_side == "right" else "right"]
+        for side in sides:
+            self.adapter.padding_side = side
+            padded = self._ends([short], (0.0, 1.0), width=width)
+            if all(_close(a, b) for a, b in zip(alone, padded)):
+                if side != sides[0]:
+                    log.info("padding on the %s: the model's outputs change with %s padding.", side, sides[0])
+                return Calibration(padding_side=side, mix_lengths=True)
+        self.adapter.padding_side = sides[0]
+        log.warning(
+            "%s reads its padding (probe %r alone and padded give different outputs), so probes are "
+            "batched only with probes of the same length: every probe gets the scores it has alone.",
+            type(self.adapter.model).__name__, short.probe.id,
+        )
+        return Calibration(padding_side=sides[0], mix_lengths=False)
+
+    def _degenerate(self, encoded: Sequence[EncodedProbe]) -> bool:
+        """Whether the outputs jump at the path's start: over its first 1/200 they move by more
+        than 10% of their largest move along it (a smooth path moves ~0.5%), for at least half the
+        probes. The path derivative there is then 20x its mean or more, and no step count resolves
+        it (from-config Llama: 93% of the move within the first 1/1000)."""
+        f0, fs, *rest = self._ends(encoded, (0.0, 0.005, 0.25, 0.5, 1.0))
+        reach = torch.stack([(f - f0).abs() for f in [fs, *rest]]).amax(dim=0)
+        jump = (fs - f0).abs()
+        moving = reach > 1e-6 * (1 + f0.abs())
+        steep = ((jump > 0.1 * reach) & moving).any(dim=1)
+        if not bool(moving.any()):
+            log.warning(
+                "the baseline gives the same outputs as the probes all along the path: every attribution "
+                "will be zero. Pass baseline= another token (e.g. baseline='mask' or a token id)."
+            )
+        return bool(steep.float().mean() >= 0.5)
+
+    def _check_baseline(self, encoded: Sequence[EncodedProbe], cal: Calibration) -> Calibration:
+        adapter = self.adapter
+        if not hasattr(adapter, "set_baseline_id") or not self._degenerate(encoded):
+            return cal
+        first = adapter.baseline_id
+        tok = getattr(adapter, "tokenizer", None)
+        weight = getattr(adapter.embedding_layer, "weight", None)
+        candidates = []
+        for name in ("mask_token_id", "unk_token_id", "bos_token_id", "eos_token_id", "cls_token_id", "sep_token_id"):
+            tid = getattr(tok, name, None)
+            if isinstance(tid, int) and tid != first and tid not in candidates:
+                if weight is None or (0 <= tid < weight.shape[0] and bool(weight[tid].abs().sum() > 0)):
+                    candidates.append(tid)
+        for tid in candidates:
+            adapter.set_baseline_id(tid)
+            if not self._degenerate(encoded):
+                token = tok.convert_ids_to_tokens(tid) if tok is not None else tid
+                log.warning(
+                    "baseline=%r (token id %s) is degenerate for %s: its embedding is all zeros or the model "
+                    "normalises it away, so the outputs jump at the path's start and integrals would not "
+                    "converge. Using token %r (id %s) as the baseline instead; pass baseline=<token id> to "
+                    "choose another.", getattr(adapter, "baseline", "pad"), first, type(adapter.model).__name__,
+                    token, tid,
+                )
+                return Calibration(cal.padding_side, cal.mix_lengths, baseline_id=tid, degenerate_baseline=first)
+        adapter.set_baseline_id(first)
+        raise AdapterError(
+            f"baseline={getattr(adapter, 'baseline', 'pad')!r} (token id {first}) is degenerate for "
+            f"{type(adapter.model).__name__}: the outputs jump at the path's start (an all-zero or normalised-away "
+            "embedding), so integrals cannot converge, and no other special token works either. Pass "
+            "baseline=<token id> with a non-zero embedding row."
+        )
 
     # ------------------------------------------------------------- attribution
     def attribute(self, probes: Any) -> list[ProbeAttribution]:
@@ -218,12 +409,12 @@ class AttributionEngine:
         encoded = self.adapter.encode(probe_list)
         adapter = self.adapter
         with isolated_from_training(adapter.model):
-            # The adaptive path evaluates alpha = 1, which is the forward pass of x: a separate
-            # forward is needed only where the target is the prediction and not yet fixed.
+            self.calibrate(encoded)
+            # The path evaluates alpha = 1, which is the forward pass of x: a separate forward is
+            # needed only where the target is the prediction and not yet fixed.
             scores: list[torch.Tensor | None] = [None] * len(encoded)
             unknown = [i for i, e in enumerate(encoded) if self._targets_for(e.probe, None) is None]
-            forward = unknown if self.method == ADAPTIVE else range(len(encoded))
-            for i, row in zip(forward, self._forward_all([encoded[i] for i in forward])):
+            for i, row in zip(unknown, self._forward_all([encoded[i] for i in unknown])):
                 scores[i] = row
             tasks = [
                 _Task(enc=e, target=t, scores=s)
@@ -233,7 +424,6 @@ class AttributionEngine:
             if self.method == ADAPTIVE:
                 self._integrate_adaptive(tasks)
             else:
-                self._forward_baselines(tasks)
                 self._integrate(tasks)
         return [self._record(t) for t in tasks]
 
@@ -254,15 +444,21 @@ class AttributionEngine:
         return int(scores.argmax())
 
     def _groups(self, items: Sequence[Any], length: Any) -> Iterable[list[Any]]:
-        """Length buckets (at most ~10% padding) whose padded size stays within ``tokens_per_chunk``.
+        """Length buckets (at most ~10% padding) whose padded size stays within ``tokens_per_chunk``;
+        one length per bucket for a model that reads its padding.
 
         Padding is paid at every integration step, so close lengths matter more than big groups:
         on CPU this halved the tokens per probe of a 32-probe MiniLM check."""
+        mix = self.calibration is None or self.calibration.mix_lengths
         order = sorted(items, key=length)
         group: list[Any] = []
         for item in order:
             width = length(item)
-            too_wide = width > 1.1 * length(group[0]) + 1 if group else False
+            if group:
+                first = length(group[0])
+                too_wide = width > 1.1 * first + 1 if mix else width != first
+            else:
+                too_wide = False
             if group and (too_wide or (len(group) + 1) * width > self.tokens_per_chunk):
                 yield group
                 group = []
@@ -275,34 +471,45 @@ class AttributionEngine:
         if not encoded:
             return []
         out: dict[int, torch.Tensor] = {}
-        for group in self._groups(list(enumerate(encoded)), lambda ie: len(ie[1])):
-            batch = self.adapter.batch([e for _, e in group])
-            logits = self.adapter.forward(batch.input_ids, *batch.forward_kwargs.values())
-            for (i, _), row in zip(group, logits.float().cpu()):
-                out[i] = row
+        with full_precision():
+            for group in self._groups(list(enumerate(encoded)), lambda ie: len(ie[1])):
+                batch = self.adapter.batch([e for _, e in group])
+                logits = self.adapter.forward(batch.input_ids, *batch.forward_kwargs.values()).float().cpu()
+                _check_finite(logits, [e.probe.id for _, e in group])
+                for (i, _), row in zip(group, logits):
+                    out[i] = row
         return [out[i] for i in range(len(encoded))]
 
-    @torch.no_grad()
-    def _forward_baselines(self, tasks: list[_Task]) -> None:
-        """F(baseline) on the same path Captum integrates: the forward of x with its word
-        embeddings swapped for the baseline's (positions and masks stay those of x)."""
-        by_probe: dict[int, list[_Task]] = {}
-        for t in tasks:
-            by_probe.setdefault(id(t.enc), []).append(t)
-        encs = [ts[0].enc for ts in by_probe.values()]
-        layer = self.adapter.embedding_layer
-        for group in self._groups(encs, len):
-            batch = self.adapter.batch(group)
-            base_emb = layer(batch.baseline_ids)
-            handle = layer.register_forward_hook(lambda _m, _i, _o: base_emb)
-            try:
-                logits = self.adapter.forward(batch.input_ids, *batch.forward_kwargs.values()).float().cpu()
-            finally:
-                handle.remove()
-            for enc, row in zip(group, logits):
-                for t in by_probe[id(enc)]:
-                    t.f_baseline = float(row[t.target])
-                    t.f_input = float(t.scores[t.target])
+    @contextmanager
+    def _embedding_replaced(self, batch: ModelBatch, replacement: torch.Tensor) -> Iterator[None]:
+        """Replace the embedding layer's output by ``replacement`` (batch-first, the batch's
+        width) on its first call of the forward pass, the one that embeds ``batch.input_ids``.
+
+        Later calls pass through: a T5 decoder sharing the encoder's table (4.57), GPT-2's
+        token-type lookup. The model may hold the ids sequence-first (XLNet) or padded further on
+        the right (Longformer's window, BigBird's blocks): the replacement follows, the model's own
+        padding keeps the model's own embedding."""
+        calls: list[int] = []
+        sequence_first = getattr(self.adapter, "sequence_first", False)
+
+        def hook(_module: Any, args: tuple, kwargs: dict, output: torch.Tensor) -> Any:
+            if calls:
+                return None
+            calls.append(1)
+            ids = args[0] if args else next(iter(kwargs.values()), None)
+            return _fit(replacement, ids, batch.input_ids, output, sequence_first)
+
+        handle = self.adapter.embedding_layer.register_forward_hook(hook, with_kwargs=True)
+        try:
+            yield
+        finally:
+            handle.remove()
+        if not calls:
+            raise AdapterError(
+                f"the embedding layer {type(self.adapter.embedding_layer).__name__} was never called in "
+                f"{type(self.adapter.model).__name__}'s forward; pass embedding_layer= the module that embeds "
+                "input_ids."
+            )
 
     def _integrate_adaptive(self, tasks: list[_Task]) -> None:
         rows = [(t, a) for t in tasks for a in uniform_points(self.n_steps)]
@@ -329,56 +536,48 @@ class AttributionEngine:
         """F and the token path derivatives ``(x - b) . dF/de`` at each (task, alpha), batched:
         the embedding layer's output is replaced by ``b + alpha (x - b)`` for every row."""
         layer = self.adapter.embedding_layer
-        for group in self._groups(rows, lambda row: len(row[0].enc)):
-            batch = self.adapter.batch([t.enc for t, _ in group])
-            with torch.no_grad():  # a lookup, not a model pass: ``forward`` keeps the layer's hooks out of it
-                inputs, baselines = layer.forward(batch.input_ids), layer.forward(batch.baseline_ids)
-            direction = inputs - baselines
-            alphas = torch.tensor([a for _, a in group], dtype=inputs.dtype, device=inputs.device)
-            path = (baselines + alphas.view(-1, *[1] * (inputs.dim() - 1)) * direction).requires_grad_()
-            handle = layer.register_forward_hook(lambda _m, _i, _o: path)
-            try:
-                logits = self.adapter.forward(batch.input_ids, *batch.forward_kwargs.values())
-            finally:
-                handle.remove()
-            targets = torch.tensor([t.target for t, _ in group], device=logits.device)
-            chosen = logits.gather(1, targets[:, None]).squeeze(1)
-            (grads,) = torch.autograd.grad(chosen.sum(), path)
-            slopes = (grads * direction).float().sum(dim=-1).cpu()
-            for (t, a), f, row, length, out in zip(group, chosen.detach().float().cpu(), slopes, batch.lengths,
-                                                  logits.detach().float().cpu()):
-                t.path[a] = (float(f), row[:length])
-                if a == 1.0 and t.scores is None:
-                    t.scores = out  # the forward pass of x itself: the model's scores for the record
+        with full_precision():
+            for group in self._groups(rows, lambda row: len(row[0].enc)):
+                batch = self.adapter.batch([t.enc for t, _ in group])
+                with torch.no_grad():  # a lookup, not a model pass: ``forward`` keeps the layer's hooks out of it
+                    inputs, baselines = layer.forward(batch.input_ids), layer.forward(batch.baseline_ids)
+                direction = inputs - baselines
+                alphas = torch.tensor([a for _, a in group], dtype=inputs.dtype, device=inputs.device)
+                path = (baselines + alphas.view(-1, *[1] * (inputs.dim() - 1)) * direction).requires_grad_()
+                with self._embedding_replaced(batch, path):
+                    logits = self.adapter.forward(batch.input_ids, *batch.forward_kwargs.values())
+                targets = torch.tensor([t.target for t, _ in group], device=logits.device)
+                chosen = logits.gather(1, targets[:, None]).squeeze(1)
+                _check_finite(logits.detach(), [t.enc.probe.id for t, _ in group])
+                (grads,) = torch.autograd.grad(chosen.sum(), path)
+                slopes = (grads * direction).float().sum(dim=-1).cpu()
+                for i, ((t, a), f, out) in enumerate(zip(group, chosen.detach().float().cpu(), logits.detach().float().cpu())):
+                    t.path[a] = (float(f), batch.real(i, slopes[i]))
+                    if a == 1.0 and t.scores is None:
+                        t.scores = out  # the forward pass of x itself: the model's scores for the record
 
     def _integrate(self, tasks: list[_Task]) -> None:
-        lig = LayerIntegratedGradients(self.adapter.forward, self.adapter.embedding_layer)
+        """Captum's fixed-grid rules (its alphas and weights) on the same path evaluation,
+        redone at doubled steps for the probes that miss, up to ``max_steps``."""
         pending = list(tasks)
         steps = self.n_steps
         while pending:
             for group in self._groups(pending, lambda t: len(t.enc)):
-                self._integrate_group(lig, group, steps)
+                self._integrate_group(group, steps)
             pending = [t for t in pending if not self._converged(t)]
             steps *= 2
             if steps > self.max_steps:
                 break
 
-    def _integrate_group(self, lig: LayerIntegratedGradients, group: list[_Task], steps: int) -> None:
-        batch = self.adapter.batch([t.enc for t in group])
-        width = batch.input_ids.shape[1]
-        rows = max(len(group), self.tokens_per_chunk // width)
-        attributions = lig.attribute(
-            inputs=batch.input_ids,
-            baselines=batch.baseline_ids,
-            target=[t.target for t in group],
-            additional_forward_args=tuple(batch.forward_kwargs.values()),
-            n_steps=steps,
-            method=self.method,
-            internal_batch_size=rows,
-        )
-        token_scores = attributions.detach().float().sum(dim=-1).cpu()
-        for t, row, length in zip(group, token_scores, batch.lengths):
-            t.token_scores = row[:length]
+    def _integrate_group(self, group: list[_Task], steps: int) -> None:
+        step_sizes, alphas_of = approximation_parameters(self.method)
+        alphas, weights = list(alphas_of(steps)), list(step_sizes(steps))
+        for t in group:
+            t.path = {a: v for a, v in t.path.items() if a in (0.0, 1.0)}
+        self._evaluate_path([(t, a) for t in group for a in sorted(set(alphas) | {0.0, 1.0}) if a not in t.path])
+        for t in group:
+            t.f_baseline, t.f_input = t.path[0.0][0], t.path[1.0][0]
+            t.token_scores = sum(w * t.path[a][1] for w, a in zip(weights, alphas))
             t.n_steps = steps
             self._set_delta(t)
 
@@ -429,4 +628,5 @@ class AttributionEngine:
             f_input=t.f_input,
             f_baseline=t.f_baseline,
             truncated=enc.truncated,
+            baseline_id=getattr(self.adapter, "baseline_id", None),
         )

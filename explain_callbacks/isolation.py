@@ -2,14 +2,14 @@
 
 A check shares the model with a live training loop. ``isolated_from_training`` puts the model in
 eval mode with gradients enabled (also when called under ``torch.inference_mode()`` or
-``torch.no_grad()``), and restores on exit every module's ``training`` flag, every parameter's
+``torch.no_grad()``) and autocast off, and restores on exit every module's ``training`` flag, every parameter's
 ``.grad`` and ``requires_grad``, and the Python, NumPy and torch (CPU and CUDA) random streams.
 """
 
 from __future__ import annotations
 
 import random
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -41,6 +41,19 @@ class RandomState:
 
 
 @contextmanager
+def full_precision() -> Iterator[None]:
+    """Autocast off (CPU and CUDA) inside, whatever the trainer set; its state comes back after.
+
+    A check's integrals and completeness deltas need float32 arithmetic: under a trainer's bf16
+    autocast most relative deltas were infinite."""
+    with ExitStack() as stack:
+        stack.enter_context(torch.autocast(device_type="cpu", enabled=False))
+        if torch.cuda.is_available():
+            stack.enter_context(torch.autocast(device_type="cuda", enabled=False))
+        yield
+
+
+@contextmanager
 def isolated_from_training(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode and autograd on inside; the model's training state and RNG exactly restored after."""
     rng = RandomState.capture()
@@ -49,7 +62,7 @@ def isolated_from_training(model: nn.Module) -> Iterator[nn.Module]:
     grads = [p.grad for p in params]
     requires = [p.requires_grad for p in params]
     try:
-        with torch.inference_mode(False), torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad(), full_precision():
             model.eval()
             yield model
     finally:

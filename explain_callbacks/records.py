@@ -33,6 +33,10 @@ def _from_dict(cls, data: dict[str, Any]):
     return cls(**{k: v for k, v in data.items() if k in names})
 
 
+_FLOAT_FIELDS = ("delta", "rel_delta", "f_input", "f_baseline")
+_LIST_FIELDS = ("scores", "token_scores", "word_scores", "word_shares")
+
+
 @dataclass
 class ProbeAttribution:
     """Layer Integrated Gradients of one probe for one target class.
@@ -69,12 +73,35 @@ class ProbeAttribution:
     word_segments: list[int] = field(default_factory=list)  # 0: text, 1: text_pair
     word_token_spans: list[list[int]] = field(default_factory=list)  # [start, end) token index
     truncated: bool = False
+    baseline_id: int | None = None  # the token id the baseline puts at non-special positions
+    non_finite: list[str] = field(default_factory=list)  # fields written as null: NaN or infinite
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Strict-JSON values: a non-finite number becomes ``None`` and its field is named in
+        ``non_finite`` (``rel_delta`` is infinite when F(x) equals F(baseline) but delta is not 0)."""
+        out = dataclasses.asdict(self)
+        flagged = set(out.get("non_finite") or [])
+        for name in _FLOAT_FIELDS:
+            value = out.get(name)
+            if isinstance(value, float) and not math.isfinite(value):
+                flagged.add(name)
+        for name in _LIST_FIELDS:
+            if any(isinstance(v, float) and not math.isfinite(v) for v in out.get(name) or []):
+                flagged.add(name)
+        out["non_finite"] = sorted(flagged)
+        return json_safe(out)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ProbeAttribution":
+        """Read a record back; a ``None`` number (written for NaN or inf) is read as NaN, or as
+        inf for ``rel_delta``, so readers keep comparing floats."""
+        data = dict(data)
+        for name in _FLOAT_FIELDS:
+            if name in data and data[name] is None:
+                data[name] = math.inf if name == "rel_delta" else math.nan
+        for name in _LIST_FIELDS:
+            if data.get(name) is not None:
+                data[name] = [math.nan if v is None else v for v in data[name]]
         return _from_dict(cls, data)
 
     @property
@@ -101,7 +128,11 @@ class Snapshot:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        """Strict-JSON values (see ``ProbeAttribution.to_dict``)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = [a.to_dict() for a in value] if f.name == "attributions" else json_safe(value)
         out["schema_version"] = SCHEMA_VERSION
         return out
 

@@ -41,7 +41,8 @@ def bpe_tokenizer(directory: Path):
     trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<eos>"], show_progress=False)
     corpus = [" ".join(random.Random(i).sample(WORDS[:30], 6)) for i in range(200)] + ["zorblax"] * 2
     tok.train_from_iterator(corpus, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", model_max_length=64)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", model_max_length=64,
+                                   model_input_names=["input_ids", "attention_mask"])  # as GPT-2's own tokenizer
 
 
 def tiny_config(arch: str, vocab_size: int, num_labels: int = 2, pad_token_id: int = 0, **extra):
@@ -106,3 +107,124 @@ def train_briefly(model, tokenizer, texts, labels, steps: int = 60, lr: float = 
         opt.step()
     model.eval()
     return model
+
+
+# ------------------------------------------------------------------------------------------------
+# Every sequence classifier the architecture test covers: a tiny config (hidden 32, 2 layers) and
+# the tokenizer family it is paired with ("wordpiece": [CLS] x [SEP]; "bpe": byte-level, no
+# specials). ``inputs`` are the tokenizer outputs the real checkpoints' tokenizers return.
+
+WORDPIECE_INPUTS = ["input_ids", "token_type_ids", "attention_mask"]
+NO_TYPES = ["input_ids", "attention_mask"]
+
+
+def _arch_table():
+    L = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)
+    roberta_like = dict(max_position_embeddings=66, type_vocab_size=1, **L)
+    decoder = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                   intermediate_size=37, max_position_embeddings=64)
+    # name: (config class name, options, tokenizer family, tokenizer model_input_names, padding side)
+    return {
+        "bert": ("BertConfig", dict(max_position_embeddings=64, **L), "wordpiece", WORDPIECE_INPUTS),
+        "roberta": ("RobertaConfig", roberta_like, "wordpiece", NO_TYPES),
+        "xlm-roberta": ("XLMRobertaConfig", roberta_like, "wordpiece", NO_TYPES),
+        "camembert": ("CamembertConfig", roberta_like, "wordpiece", NO_TYPES),
+        "distilbert": ("DistilBertConfig", dict(dim=32, n_layers=2, n_heads=2, hidden_dim=37, max_position_embeddings=64),
+                       "wordpiece", NO_TYPES),
+        "deberta-v2": ("DebertaV2Config", dict(max_position_embeddings=64, **L), "wordpiece", WORDPIECE_INPUTS),
+        "electra": ("ElectraConfig", dict(embedding_size=16, max_position_embeddings=64, **L), "wordpiece", WORDPIECE_INPUTS),
+        "albert": ("AlbertConfig", dict(embedding_size=16, max_position_embeddings=64, **L), "wordpiece", WORDPIECE_INPUTS),
+        "mobilebert": ("MobileBertConfig", dict(embedding_size=16, intra_bottleneck_size=16, true_hidden_size=16,
+                                                num_feedforward_networks=1, max_position_embeddings=64, **L),
+                       "wordpiece", WORDPIECE_INPUTS),
+        "convbert": ("ConvBertConfig", dict(embedding_size=32, conv_kernel_size=3, max_position_embeddings=64, **L),
+                     "wordpiece", WORDPIECE_INPUTS),
+        "funnel": ("FunnelConfig", dict(block_sizes=[1, 1], num_decoder_layers=1, d_model=32, n_head=2, d_head=16,
+                                        d_inner=37, max_position_embeddings=64), "wordpiece", WORDPIECE_INPUTS),
+        "mpnet": ("MPNetConfig", dict(max_position_embeddings=66, **L), "wordpiece", NO_TYPES),
+        "data2vec-text": ("Data2VecTextConfig", roberta_like, "wordpiece", NO_TYPES),
+        "nystromformer": ("NystromformerConfig", dict(max_position_embeddings=68, segment_means_seq_len=64, num_landmarks=64,
+                                                     conv_kernel_size=5, **L), "wordpiece", WORDPIECE_INPUTS),
+        "big_bird": ("BigBirdConfig", dict(attention_type="original_full", max_position_embeddings=64, **L),
+                     "wordpiece", WORDPIECE_INPUTS),
+        "big_bird-block_sparse": ("BigBirdConfig", dict(attention_type="block_sparse", block_size=2, num_random_blocks=1,
+                                                       max_position_embeddings=64, **L), "wordpiece", WORDPIECE_INPUTS),
+        "longformer": ("LongformerConfig", dict(attention_window=4, max_position_embeddings=66, type_vocab_size=1, **L),
+                       "wordpiece", NO_TYPES),
+        "xlnet": ("XLNetConfig", dict(d_model=32, n_layer=2, n_head=2, d_inner=37), "xlnet", WORDPIECE_INPUTS),
+        "modernbert": ("ModernBertConfig", dict(max_position_embeddings=64, global_attn_every_n_layers=2, local_attention=8,
+                                               reference_compile=False, **L), "wordpiece", NO_TYPES),
+        "gpt2": ("GPT2Config", dict(n_embd=32, n_layer=2, n_head=2, n_positions=64), "bpe", NO_TYPES),
+        "opt": ("OPTConfig", dict(hidden_size=32, ffn_dim=37, num_hidden_layers=2, num_attention_heads=2,
+                                  word_embed_proj_dim=32, max_position_embeddings=64), "bpe", NO_TYPES),
+        "llama": ("LlamaConfig", decoder, "bpe", NO_TYPES),
+        "mistral": ("MistralConfig", dict(sliding_window=None, **decoder), "bpe", NO_TYPES),
+        "qwen2": ("Qwen2Config", decoder, "bpe", NO_TYPES),
+        "qwen3": ("Qwen3Config", dict(head_dim=16, **decoder), "bpe", NO_TYPES),
+        "gemma": ("GemmaConfig", dict(head_dim=16, **decoder), "bpe", NO_TYPES),
+        "gemma2": ("Gemma2Config", dict(head_dim=16, query_pre_attn_scalar=16, **decoder), "bpe", NO_TYPES),
+        "phi3": ("Phi3Config", dict(**decoder), "bpe", NO_TYPES),
+        "bart": ("BartConfig", dict(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                                    decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37,
+                                    max_position_embeddings=64), "wordpiece", NO_TYPES),
+        "t5": ("T5Config", dict(d_model=32, d_kv=16, d_ff=37, num_layers=2, num_decoder_layers=2, num_heads=2,
+                                relative_attention_num_buckets=8), "wordpiece", NO_TYPES),
+    }
+
+
+ARCH_TABLE = _arch_table()
+
+
+def arch_tokenizer(arch: str, directory: Path):
+    """The tokenizer ``arch`` is tested with, returning the inputs its real tokenizer returns."""
+    family, inputs = ARCH_TABLE[arch][2], ARCH_TABLE[arch][3]
+    if family == "bpe":
+        tok = bpe_tokenizer(directory)
+    else:
+        tok = bert_tokenizer(directory)
+    tok.model_input_names = list(inputs)
+    if family == "xlnet":  # XLNet: left padding, segment id 3 for padding, <sep> <cls> at the end
+        from tokenizers import processors
+
+        backend = tok.backend_tokenizer
+        sep, cls = tok.sep_token_id, tok.cls_token_id
+        backend.post_processor = processors.TemplateProcessing(
+            single="$A:0 [SEP]:0 [CLS]:2", pair="$A:0 [SEP]:0 $B:1 [SEP]:1 [CLS]:2",
+            special_tokens=[("[SEP]", sep), ("[CLS]", cls)],
+        )
+        tok.padding_side = "left"
+    return tok
+
+
+def arch_config(arch: str, tokenizer, num_labels: int = 2, **extra):
+    import transformers as tf
+
+    cls_name, options = ARCH_TABLE[arch][0], dict(ARCH_TABLE[arch][1])
+    pad = tokenizer.pad_token_id
+    ids = dict(pad_token_id=pad)
+    family = ARCH_TABLE[arch][2]
+    if family == "bpe":
+        eos = tokenizer.eos_token_id
+        ids.update(bos_token_id=eos, eos_token_id=eos)
+    else:
+        ids.update(bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id)
+    if arch in ("modernbert", "big_bird", "big_bird-block_sparse"):
+        ids.update(cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id)
+    if arch in ("bart", "t5"):
+        ids.update(decoder_start_token_id=tokenizer.sep_token_id if arch == "bart" else pad)
+    if arch == "funnel":
+        options.pop("max_position_embeddings")
+    return getattr(tf, cls_name)(vocab_size=len(tokenizer), num_labels=num_labels, **ids, **options, **extra)
+
+
+def arch_model(arch: str, tokenizer, num_labels: int = 2, seed: int = 0, **extra):
+    """A tiny ``*ForSequenceClassification`` of ``arch``, eager attention, eval mode."""
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = arch_config(arch, tokenizer, num_labels, **extra)
+    try:
+        model = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
+    except (ValueError, TypeError):
+        model = AutoModelForSequenceClassification.from_config(config)
+    return model.eval()

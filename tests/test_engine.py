@@ -100,10 +100,14 @@ def test_input_forward_comes_from_the_path_end(bert_tok):
     handle = model.register_forward_pre_hook(lambda _m, args, kwargs: rows.append(len(kwargs["input_ids"])),
                                              with_kwargs=True)
     labelled = ProbeSet([{"text": t, "label": i % 2} for i, t in enumerate(TEXTS)])
-    records = AttributionEngine(model, bert_tok, n_steps=6, max_steps=6).attribute(labelled)
+    engine = AttributionEngine(model, bert_tok, n_steps=6, max_steps=6)
+    engine.prepare(labelled)  # probes the model once: padding and baseline (a few forwards)
+    rows.clear()
+    records = engine.attribute(labelled)
     assert sum(rows) == sum(r.n_steps for r in records) == 3 * 7
     unlabelled = ProbeSet(TEXTS)
     engine = AttributionEngine(model, bert_tok, n_steps=6, max_steps=6)
+    engine.prepare(unlabelled)
     rows.clear()
     engine.attribute(unlabelled)
     assert sum(rows) == 3 + 3 * 7  # the first check predicts, to fix the targets
