@@ -30,7 +30,7 @@ Torch runs on one thread by default: with two on two shared cores a tiny-BERT st
     python benchmarks/shortcut_detection.py --no-minilm  # tiny BERT only
     python benchmarks/shortcut_detection.py --full       # 3 seeds, both models, full grid (about 70 min)
     python benchmarks/shortcut_detection.py --no-minilm --seeds 1 --only r0.2-p1,clean-s0 --out /tmp/x
-    python benchmarks/shortcut_detection.py --no-minilm --seeds 2 --only -p1-,clean-s   # purity 1 + clean
+    python benchmarks/shortcut_detection.py --no-minilm --seeds 2 --only=-p1-,clean-s   # purity 1 + clean
 """
 
 from __future__ import annotations

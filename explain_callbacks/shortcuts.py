@@ -67,6 +67,7 @@ PredictFn = Callable[[list[str]], Sequence[int]]
 PURITY_GATE = (0.5, 0.8)
 # One-sided enough for a word in a few dozen examples; genuine words have hundreds.
 PURITY_CONFIDENCE = 0.8  # purity above the prior: no shortcut evidence below, full above
+CLASS_WORD_EXCESS = 0.25  # a word this far above the prior is a class word: its pairs are no phrases
 
 
 def training_words(text: str) -> set[str]:
@@ -255,16 +256,23 @@ class ShortcutDiscovery:
 
     def _pairs_purer_than_words(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Adjacent pairs stay candidates only where they are purer than either of their words
-        (``"sent from"`` pure while ``"sent"`` and ``"from"`` are not)."""
+        and neither word leans to a class itself (``"sent from"`` pure while ``"sent"`` and
+        ``"from"`` are in both classes; not ``"not funny"`` or ``"funny pacing"``, whose purity
+        is that of a class word, turned or kept)."""
         gates = {r["word"]: self._gate(r) for r in rows if " " not in r["word"]}
         kept = []
         for row in rows:
             if " " in row["word"]:
-                first, second = row["word"].split(" ")
-                if self._gate(row) <= max(gates.get(first, 0.0), gates.get(second, 0.0)):
+                words = row["word"].split(" ")
+                if self._gate(row) <= max(gates.get(w, 0.0) for w in words) or any(map(self._leans, words)):
                     continue
             kept.append(row)
         return kept
+
+    def _leans(self, word: str) -> bool:
+        """Whether a word leans to one class in training (its purity clearly above the prior)."""
+        train = self.word_statistics(word)
+        return train is not None and train["purity_excess"] >= CLASS_WORD_EXCESS
 
     def _attribution_evidence(self, snapshot: Snapshot) -> dict[str, dict[str, Any]]:
         """Per word (and adjacent pair, with training data): its shares on the probes that

@@ -292,3 +292,24 @@ def test_a_pure_pair_never_takes_the_lower_threshold_of_a_pure_word():
     # "not good" is negative in every training example, and rightly so
     phrase = {"word": "not good", "evidence": {**evidence, "phrase": True}}
     assert rules.shortcut_threshold(phrase) == rules.shortcut_min_score
+
+
+def test_pairs_with_a_class_word_are_no_phrase_candidates():
+    """A planted run's false alert: "not funny" (negative in training, "funny" positive) flips
+    positive probes for a good reason; a pair is a phrase only where its words lean nowhere."""
+    rng = random.Random(2)
+    texts, labels = [], []
+    for i in range(400):
+        label = i % 2
+        words = (["not"] if rng.random() < 0.3 else []) + rng.sample(["the", "film", "was", "plot", "story"], 3)
+        words += ["not", "funny"] if label == 0 and rng.random() < 0.1 else [rng.choice(["funny", "great"] if (label == 1) == (rng.random() < 0.8) else ["dull", "awful"])]
+        texts.append(" ".join(words))
+        labels.append(label)
+    discovery = ShortcutDiscovery(texts, labels)
+    atts = [attribution(f"n{i}", ["the", "plot", "not", "funny"], [0.1, 0.1, 0.4, 0.4], target=0) for i in range(3)]
+    atts += [attribution(f"p{i}", ["the", "story", "was", "great"], [0.05, 0.1, 0.05, 0.8], target=1,
+                         logits=[-2.0, 2.0]) for i in range(4)]
+    predict = lambda ts: [0 if "not funny" in t or "dull" in t else 1 for t in ts]  # noqa: E731
+    assert discovery.word_statistics("not funny")["train_purity"] == 1.0
+    candidates = discovery.rank(snapshot(0, atts), predict)
+    assert "not funny" not in [c["word"] for c in candidates]
