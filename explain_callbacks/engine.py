@@ -328,6 +328,7 @@ class AttributionEngine:
             path = baselines + a * (inputs - baselines)
             with self._embedding_replaced(batch, path):
                 out.append(adapter.forward(batch.input_ids, *batch.forward_kwargs.values()).float().cpu())
+            _check_finite(out[-1], [e.probe.id for e in encoded])
         return out
 
     def _check_padding(self, short: EncodedProbe, width: int, cal: Calibration) -> Calibration:

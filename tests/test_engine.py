@@ -349,3 +349,86 @@ def test_modes_and_flags_restored(bert_tok):
     assert {n: m.training for n, m in model.named_modules()} == before
     assert not model.classifier.weight.requires_grad
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_degenerate_pad_baseline_is_detected_and_replaced(gpt_tok, caplog):
+    """A from-config Llama has an all-zero pad row before an RMSNorm: the outputs jump at the
+    path's start and the pad baseline never converges. The first check says so, naming
+    baseline=, and integrates from another special token instead."""
+    from _tiny import arch_model
+
+    model = arch_model("llama", gpt_tok)
+    assert model.get_input_embeddings().weight[gpt_tok.pad_token_id].abs().sum() == 0
+    engine = AttributionEngine(model, gpt_tok, target=1)
+    with caplog.at_level("WARNING", logger="explain_callbacks.engine"):
+        records = engine.attribute(ProbeSet(TEXTS))
+    assert "baseline=" in caplog.text and "degenerate" in caplog.text
+    assert all(r.baseline_id == gpt_tok.eos_token_id != gpt_tok.pad_token_id for r in records)
+    assert all(r.converged for r in records) and max(r.n_steps for r in records) < 64
+    assert engine.state_dict()["calibration"]["degenerate_baseline"] == gpt_tok.pad_token_id
+    resumed = AttributionEngine(model, gpt_tok, target=1)
+    resumed.load_state_dict(engine.state_dict())  # a resumed run keeps the same baseline
+    assert resumed.attribute(ProbeSet(TEXTS[:1]))[0].baseline_id == gpt_tok.eos_token_id
+
+
+def test_checks_run_in_float32_under_a_trainers_autocast(trained_bert, bert_tok):
+    engine = AttributionEngine(trained_bert, bert_tok, n_steps=8, max_steps=8, target=1)
+    plain = engine.attribute(ProbeSet(TEXTS))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = engine.attribute(ProbeSet(TEXTS))
+        assert torch.is_autocast_enabled("cpu")  # the trainer's setting is back after the check
+    for a, b in zip(plain, mixed):
+        assert np.allclose(a.token_scores, b.token_scores, atol=1e-6)
+        assert a.rel_delta == pytest.approx(b.rel_delta, abs=1e-6)
+
+
+def test_non_finite_outputs_raise_a_named_error(bert_tok):
+    from explain_callbacks.engine import NonFiniteOutputError
+
+    model = tiny_model("bert", bert_tok)
+    with torch.no_grad():
+        model.classifier.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteOutputError, match=r"not finite .* probe\(s\) 'p\d'"):
+        AttributionEngine(model, bert_tok, n_steps=4, max_steps=4, target=1).attribute(ProbeSet(TEXTS))
+
+
+def test_records_are_strict_json_with_non_finite_values_flagged(bert_tok):
+    import json
+
+    from explain_callbacks.records import ProbeAttribution, Snapshot
+
+    model = tiny_model("bert", bert_tok)
+    rec = AttributionEngine(model, bert_tok, n_steps=4, max_steps=4, target=1).attribute(ProbeSet(["great"]))[0]
+    rec.rel_delta, rec.delta = float("inf"), float("nan")
+    data = json.loads(json.dumps(Snapshot(0, 1, 0, [rec]).to_dict(), allow_nan=False))
+    row = data["attributions"][0]
+    assert row["rel_delta"] is None and row["delta"] is None
+    assert row["non_finite"] == ["delta", "rel_delta"]
+    back = ProbeAttribution.from_dict(row)
+    assert back.rel_delta == float("inf") and back.delta != back.delta
+
+
+def test_a_model_that_reads_its_padding_is_batched_by_length_only(bert_tok):
+    """Mean-pooling over every position, padding included: the first check finds that the
+    outputs change with padding and batches only probes of equal length."""
+
+    class ReadsPadding(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.emb = torch.nn.Embedding(len(bert_tok), 8)
+            self.out = torch.nn.Linear(8, 2)
+
+        def forward(self, input_ids, attention_mask):
+            return self.out(torch.tanh(self.emb(input_ids)).mean(1))
+
+    bag = ReadsPadding()
+    adapter = ForwardFunctionAdapter(bag.forward, bag.emb, bert_tok, label_names=["neg", "pos"])
+    engine = AttributionEngine(adapter, n_steps=8, max_steps=8, target=1)
+    texts = ["great", "bad film", "the movie was great", "dull"]
+    together = engine.attribute(ProbeSet(texts))
+    assert engine.calibration.mix_lengths is False
+    for text, rec in zip(texts, together):
+        alone = AttributionEngine(adapter, n_steps=8, max_steps=8, target=1).attribute(ProbeSet([text]))[0]
+        assert np.allclose(alone.token_scores, rec.token_scores, atol=1e-6)
+        assert rec.f_input == pytest.approx(alone.f_input, abs=1e-6)
