@@ -279,19 +279,25 @@ def test_model_without_embedding_layer_is_refused(bert_tok):
         AttributionEngine(NoEmbedding(), bert_tok)
 
 
+class Bag(torch.nn.Module):
+    """A bag of word embeddings; ``masked=False`` averages over padding too (reads its padding)."""
+
+    def __init__(self, vocab_size: int, masked: bool = True):
+        super().__init__()
+        torch.manual_seed(0)
+        self.masked = masked
+        self.emb = torch.nn.Embedding(vocab_size, 8)
+        self.out = torch.nn.Linear(8, 2)
+
+    def forward(self, input_ids, attention_mask):
+        if not self.masked:
+            attention_mask = torch.ones_like(attention_mask)
+        h = torch.tanh(self.emb(input_ids)) * attention_mask.unsqueeze(-1)
+        return self.out(h.sum(1) / attention_mask.sum(1, keepdim=True))
+
+
 def test_forward_function_adapter(bert_tok):
-    class Bag(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(0)
-            self.emb = torch.nn.Embedding(len(bert_tok), 8)
-            self.out = torch.nn.Linear(8, 2)
-
-        def forward(self, input_ids, attention_mask):
-            h = torch.tanh(self.emb(input_ids)) * attention_mask.unsqueeze(-1)
-            return self.out(h.sum(1) / attention_mask.sum(1, keepdim=True))
-
-    bag = Bag()
+    bag = Bag(len(bert_tok))
     adapter = ForwardFunctionAdapter(bag.forward, bag.emb, bert_tok, label_names=["neg", "pos"])
     rec = AttributionEngine(adapter, n_steps=64, max_steps=64, target="pos").attribute(ProbeSet(["great zorblax"]))[0]
     assert rec.words == ["great", "zorblax"] and rec.target_name == "pos"
@@ -411,18 +417,7 @@ def test_records_are_strict_json_with_non_finite_values_flagged(bert_tok):
 def test_a_model_that_reads_its_padding_is_batched_by_length_only(bert_tok):
     """Mean-pooling over every position, padding included: the first check finds that the
     outputs change with padding and batches only probes of equal length."""
-
-    class ReadsPadding(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(0)
-            self.emb = torch.nn.Embedding(len(bert_tok), 8)
-            self.out = torch.nn.Linear(8, 2)
-
-        def forward(self, input_ids, attention_mask):
-            return self.out(torch.tanh(self.emb(input_ids)).mean(1))
-
-    bag = ReadsPadding()
+    bag = Bag(len(bert_tok), masked=False)
     adapter = ForwardFunctionAdapter(bag.forward, bag.emb, bert_tok, label_names=["neg", "pos"])
     engine = AttributionEngine(adapter, n_steps=8, max_steps=8, target=1)
     texts = ["great", "bad film", "the movie was great", "dull"]
