@@ -67,6 +67,7 @@ PredictFn = Callable[[list[str]], Sequence[int]]
 PURITY_GATE = (0.5, 0.8)
 # One-sided enough for a word in a few dozen examples; genuine words have hundreds.
 PURITY_CONFIDENCE = 0.8  # purity above the prior: no shortcut evidence below, full above
+PAIR_MIN_COUNT = 10  # pairs are many: a pure one in a handful of examples is chance
 CLASS_WORD_EXCESS = 0.25  # a word this far above the prior is a class word: its pairs are no phrases
 
 
@@ -153,7 +154,7 @@ class ShortcutDiscovery:
         ``min_count``."""
         counts = self.statistics.counts(word)
         count = sum(counts.values()) if counts else 0
-        if count < self.min_count:
+        if count < (max(self.min_count, PAIR_MIN_COUNT) if " " in word else self.min_count):
             return None
         n_examples = self.statistics.n_examples
         label, top = max(counts.items(), key=lambda kv: (kv[1], str(kv[0])))
@@ -264,15 +265,20 @@ class ShortcutDiscovery:
         for row in rows:
             if " " in row["word"]:
                 words = row["word"].split(" ")
-                if self._gate(row) <= max(gates.get(w, 0.0) for w in words) or any(map(self._leans, words)):
+                label = row["train"]["purity_label"]
+                if self._gate(row) <= max(gates.get(w, 0.0) for w in words) or any(self._leans(w, label) for w in words):
                     continue
             kept.append(row)
         return kept
 
-    def _leans(self, word: str) -> bool:
-        """Whether a word leans to one class in training (its purity clearly above the prior)."""
+    def _leans(self, word: str, pair_label: Any) -> bool:
+        """Whether a word of a pair leans to a class in training: clearly to any, or at all to
+        another class than the pair's (a negation turns it: "not funny")."""
         train = self.word_statistics(word)
-        return train is not None and train["purity_excess"] >= CLASS_WORD_EXCESS
+        if train is None:
+            return False
+        limit = CLASS_WORD_EXCESS if train["purity_label"] == pair_label else CLASS_WORD_EXCESS / 2.5
+        return train["purity_excess"] >= limit
 
     def _attribution_evidence(self, snapshot: Snapshot) -> dict[str, dict[str, Any]]:
         """Per word (and adjacent pair, with training data): its shares on the probes that
