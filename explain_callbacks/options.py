@@ -9,15 +9,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from .alerts import AlertRules
 from .engine import ADAPTIVE, DEFAULT_MAX_STEPS, DEFAULT_N_STEPS, AttributionEngine
 from .monitor import FAIL_ON, AttributionMonitor
 from .probes import ProbeSet, as_probe_set
-from .rundir import validate_run_name
+from .rundir import PROBES_FILE, read_probes, validate_run_name
 from .sinks.base import Sink
 from .statistics import DEFAULT_MAX_EXAMPLES
+from .validation import positive_int
 
 
 @dataclass
@@ -33,9 +34,7 @@ class Schedule:
         if self.every_n_steps is not None:
             self.every_n_epochs = None
         for name in ("every_n_epochs", "every_n_steps"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ValueError(f"{name} must be a positive int or None, got {value!r}.")
+            positive_int(getattr(self, name), name, optional=True)
         if self.every_n_epochs is None and self.every_n_steps is None:
             raise ValueError("set every_n_epochs or every_n_steps.")
 
@@ -90,8 +89,7 @@ class MonitorOptions:
             raise ValueError(f"fail_on must be one of {FAIL_ON}, got {self.fail_on!r}.")
         if self.run_name is not None:
             validate_run_name(self.run_name)
-        if isinstance(self.probe_sample_size, bool) or not isinstance(self.probe_sample_size, int) or self.probe_sample_size < 1:
-            raise ValueError(f"probe_sample_size must be a positive int, got {self.probe_sample_size!r}.")
+        positive_int(self.probe_sample_size, "probe_sample_size")
         if self.probes is not None:
             self.probes = as_probe_set(self.probes)
         if isinstance(self.watch_tokens, str):
@@ -100,10 +98,27 @@ class MonitorOptions:
             self.rules = AlertRules(watch_tokens=self.watch_tokens, invariance_pairs=self.invariance_pairs)
         if self.probes is not None:
             self.rules.validate(self.probes)
-        if not isinstance(self.top_k, int) or self.top_k < 1:
-            raise ValueError(f"top_k must be a positive int, got {self.top_k!r}.")
-        if not isinstance(self.n_steps, int) or self.n_steps < 2 or self.max_steps < self.n_steps:
-            raise ValueError(f"need 2 <= n_steps <= max_steps, got n_steps={self.n_steps!r}, max_steps={self.max_steps!r}.")
+        positive_int(self.top_k, "top_k")
+        positive_int(self.max_training_examples, "max_training_examples")
+        positive_int(self.n_steps, "n_steps", minimum=2)
+        positive_int(self.max_steps, "max_steps", minimum=self.n_steps)
+
+    def resumed_probes(self, state: Mapping[str, Any] | None = None) -> ProbeSet | None:
+        """The probes a run uses before any are sampled; the one rule of every integration.
+
+        ``probes=`` when given; else the probes a checkpoint stored (``state["probes"]``, the
+        integration's saved state); else, with ``resume=True`` and a ``run_name``, the run
+        directory's ``probes.jsonl``. ``None``: nothing recorded, sample new probes. A resumed
+        run never resamples, so a changed eval/validation set cannot change its probes."""
+        if self.probes is not None:
+            return self.probes
+        if state and state.get("probes"):
+            return ProbeSet(state["probes"])
+        if self.resume and self.run_dir is not None and self.run_name is not None:
+            recorded = read_probes(Path(self.run_dir) / self.run_name / PROBES_FILE)
+            if recorded:
+                return ProbeSet(recorded)
+        return None
 
     def build_monitor(self, adapter_or_model: Any, tokenizer: Any = None, probes: ProbeSet | None = None) -> AttributionMonitor:
         """Bind the options to a model; ``probes`` fills in when none were given."""

@@ -109,11 +109,6 @@ class ProbeAttribution:
         """Identity across checks: the same probe attributed for the same target."""
         return (self.probe_id, self.target)
 
-    def top_words(self, k: int) -> list[str]:
-        """The ``k`` words with the largest positive share, ties broken by position."""
-        order = sorted(range(len(self.words)), key=lambda i: (-self.word_shares[i], i))
-        return [self.words[i] for i in order[:k]]
-
 
 @dataclass
 class Snapshot:
@@ -125,7 +120,6 @@ class Snapshot:
     attributions: list[ProbeAttribution]
     timings: dict[str, float] = field(default_factory=dict)
     created_at: float = 0.0
-    error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Strict-JSON values (see ``ProbeAttribution.to_dict``)."""

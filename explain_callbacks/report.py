@@ -230,7 +230,6 @@ def heatmap_view(snapshot: Snapshot) -> dict[str, Any]:
         "check_index": snapshot.check_index,
         "step": snapshot.step,
         "epoch": snapshot.epoch,
-        "error": snapshot.error,
         "probes": [_probe_view(a) for a in snapshot.attributions],
     }
 

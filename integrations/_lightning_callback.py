@@ -1,9 +1,10 @@
-"""The Lightning callback, written once for both Lightning namespaces.
+"""The Lightning callback's logic, written once for both Lightning namespaces.
 
 ``lightning.pytorch`` and ``pytorch_lightning`` ship separate ``Callback`` classes that must not
-mix, so this module imports neither: :func:`build_callback_class` takes the namespace module and
-returns a ``Callback`` subclass for it. ``explain_callbacks.integrations.lightning`` and
-``explain_callbacks.integrations.pytorch_lightning`` each call it with their own namespace.
+mix, so this module imports neither. ``explain_callbacks.integrations.lightning`` and
+``explain_callbacks.integrations.pytorch_lightning`` each declare
+``class AttributionDriftCallback(AttributionDriftLogic, <namespace>.Callback)`` with ``_pl`` set
+to their namespace; everything else lives in :class:`AttributionDriftLogic`.
 """
 
 from __future__ import annotations
@@ -102,8 +103,14 @@ class AttributionDriftLogic:
         forward_fn, embedding_layer, label_names: a custom model: ``forward_fn(input_ids,
             attention_mask) -> logits`` and its token embedding module (either may be given as
             an attribute name of the LightningModule).
-        fail_on: ``"warning"`` or ``"error"`` raise ``AttributionAlertError`` at the end of fit.
-        monitor_options: more ``MonitorOptions`` fields (``rules``, ``run_name``, ``max_steps``, ...).
+        text_key, label_key: the validation dataset's columns probes are sampled from.
+        **options: ``MonitorOptions`` fields, validated there: ``every_n_epochs``,
+            ``every_n_steps``, ``probe_sample_size``, ``n_steps``, ``top_k``, ``watch_tokens``,
+            ``run_dir``, ``run_name``, ``fail_on`` (``"warning"`` or ``"error"`` raise
+            ``AttributionAlertError`` at the end of fit), ``sinks``, ``rules``, ...
+
+    Probes of a resumed run: the checkpoint's stored probes, else (``resume=True``) the run
+    directory's ``probes.jsonl``; they are never resampled (``MonitorOptions.resumed_probes``).
 
     Shortcut discovery's training statistics are gathered without being passed: from the train
     dataloader's dataset when it holds texts (or input ids) with labels, else from the first
@@ -115,29 +122,20 @@ class AttributionDriftLogic:
     the probes and rank zero logs once.
     """
 
-    _pl: Any = None  # the Lightning namespace module, set on the built class
+    _pl: Any = None  # the Lightning namespace module, set by each namespace's class
 
     def __init__(
         self,
         tokenizer: Any,
         probes: Any = None,
         *,
-        every_n_epochs: int | None = MonitorOptions.every_n_epochs,
-        every_n_steps: int | None = MonitorOptions.every_n_steps,
         model_attr: str | None = None,
         forward_fn: Callable[..., torch.Tensor] | str | None = None,
         embedding_layer: nn.Module | str | None = None,
         label_names: Sequence[str] | None = None,
-        n_steps: int = MonitorOptions.n_steps,
-        top_k: int = MonitorOptions.top_k,
-        watch_tokens: Sequence[str] = (),
-        run_dir: Any = MonitorOptions.run_dir,
-        fail_on: str = MonitorOptions.fail_on,
-        sinks: Sequence[Sink] = (),
-        probe_sample_size: int = MonitorOptions.probe_sample_size,
         text_key: str = "text",
         label_key: str | None = "label",
-        **monitor_options: Any,
+        **options: Any,
     ):
         super().__init__()
         if tokenizer is None:
@@ -146,15 +144,11 @@ class AttributionDriftLogic:
             raise ValueError("forward_fn= needs embedding_layer= (the module whose output is the token embeddings).")
         if forward_fn is not None and model_attr is not None:
             raise ValueError("give model_attr= (a Hugging Face model) or forward_fn= (a custom model), not both.")
-        self.options = MonitorOptions(
-            probes=probes, probe_sample_size=probe_sample_size, every_n_epochs=every_n_epochs, every_n_steps=every_n_steps, n_steps=n_steps,
-            top_k=top_k, watch_tokens=watch_tokens, run_dir=run_dir, fail_on=fail_on, sinks=tuple(sinks),
-            **monitor_options,
-        )
+        self.options = MonitorOptions(probes=probes, **options)
         self.tokenizer = tokenizer
         self.model_attr, self.forward_fn, self.embedding_layer = model_attr, forward_fn, embedding_layer
         self.label_names = label_names
-        self.probe_sample_size, self.text_key, self.label_key = probe_sample_size, text_key, label_key
+        self.text_key, self.label_key = text_key, label_key
         self.monitor: AttributionMonitor | None = None
         self._adapter: ModelAdapter | None = None
         self._pending_state: dict[str, Any] | None = None
@@ -198,16 +192,14 @@ class AttributionDriftLogic:
         if self._adapter is None:
             raise RuntimeError("AttributionDriftCallback.setup() did not run for this fit.")
         state, self._pending_state = self._pending_state, None
-        probes = self.options.probes
-        if probes is None and state and state.get("probes"):
-            probes = ProbeSet(state["probes"])
+        options = dataclasses.replace(
+            self.options, adapter_options={}, run_name=self.options.run_name or default_run_name(trainer)
+        )
+        probes = options.resumed_probes(state)
         if probes is None:
             probes = self._sample_probes(trainer)
         if isinstance(self._adapter, ForwardFunctionAdapter) and self.label_names is None:
             self._adapter.infer_label_names(probes[0])
-        options = dataclasses.replace(
-            self.options, adapter_options={}, run_name=self.options.run_name or default_run_name(trainer)
-        )
         monitor = options.build_monitor(self._adapter, probes=probes)
         if state:
             monitor.load_state_dict(state)
@@ -227,7 +219,7 @@ class AttributionDriftLogic:
             )
         try:
             return ProbeSet.sample(
-                dataset, n=self.probe_sample_size, text_key=self.text_key, label_key=self.label_key, seed=0
+                dataset, n=self.options.probe_sample_size, text_key=self.text_key, label_key=self.label_key, seed=0
             )
         except ProbeError as err:
             raise ProbeError(f"sampling probes from the validation dataset: {err} Or pass probes=.") from None
@@ -299,10 +291,3 @@ class AttributionDriftLogic:
         else:
             self._pending_state = dict(state_dict)
 
-
-def build_callback_class(pl: Any, module: str = __name__) -> type:
-    """``AttributionDriftCallback`` for the Lightning namespace ``pl`` (``lightning.pytorch`` or
-    ``pytorch_lightning``), subclassing that namespace's ``Callback`` only; ``module`` is the
-    module that exposes it (so it pickles and prints by that name)."""
-    namespace = {"_pl": pl, "__doc__": AttributionDriftLogic.__doc__, "__module__": module}
-    return type("AttributionDriftCallback", (AttributionDriftLogic, pl.Callback), namespace)
