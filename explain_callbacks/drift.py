@@ -24,6 +24,7 @@ import numpy as np
 from scipy import stats
 
 from .records import ProbeAttribution, Snapshot
+from .validation import positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -230,8 +231,7 @@ class DriftTracker:
         track_depth: int = 50,
         min_support: int = MIN_SUPPORT,
     ):
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-            raise ValueError(f"DriftTracker: top_k must be a positive integer, got {top_k!r}.")
+        positive_int(top_k, "top_k", "DriftTracker")
         if not isinstance(stability_threshold, (int, float)) or not 0.0 < stability_threshold <= 2.0:
             raise ValueError(
                 "DriftTracker: stability_threshold must be a number in (0, 2] (a drift, "
@@ -247,8 +247,7 @@ class DriftTracker:
             raise ValueError(
                 f"DriftTracker: track_depth must be an integer >= top_k ({top_k}), got {track_depth!r}."
             )
-        if isinstance(min_support, bool) or not isinstance(min_support, int) or min_support < 1:
-            raise ValueError(f"DriftTracker: min_support must be a positive integer, got {min_support!r}.")
+        positive_int(min_support, "min_support", "DriftTracker")
         self.top_k = top_k
         self.min_support = min_support
         self.stability_threshold = float(stability_threshold)

@@ -10,13 +10,14 @@ the result out to its sinks. Everything it needs to continue after a resume is i
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from .alerts import AlertRules
+from .alerts import AlertRules, probe_health
 from .convergence import convergence_summary
 from .drift import DriftTracker
 from .engine import AttributionEngine
@@ -31,6 +32,7 @@ from .sinks.base import RunInfo, Sink
 log = logging.getLogger(__name__)
 
 FAIL_ON = ("never", "warning", "error")
+VERBOSE = (True, False, "full")
 
 
 class AttributionAlertError(RuntimeError):
@@ -60,7 +62,9 @@ class AttributionMonitor:
         sinks: more sinks (TensorBoard, W&B).
         fail_on: ``"never"``, ``"warning"`` or ``"error"``: the alert severity at which
             ``finish()`` raises ``AttributionAlertError``. ``"error"`` also stops at a failing check.
-        verbose: print the drift and alert tables after every check.
+        verbose: what a check prints to stderr: ``True`` (default) one line (what was checked,
+            how long it took against the time since the previous check, accuracy, new alerts),
+            ``"full"`` the per-check table with the top words and alerts, ``False`` nothing.
     """
 
     def __init__(
@@ -79,7 +83,7 @@ class AttributionMonitor:
         resume: bool = False,
         sinks: Sequence[Sink] = (),
         fail_on: str = "never",
-        verbose: bool = False,
+        verbose: bool | str = True,
         max_training_examples: int = DEFAULT_MAX_EXAMPLES,
     ):
         if not isinstance(engine, AttributionEngine):
@@ -88,6 +92,8 @@ class AttributionMonitor:
             raise ValueError(f"fail_on must be one of {FAIL_ON}, got {fail_on!r}.")
         if not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive int, got {top_k!r}.")
+        if verbose not in VERBOSE:
+            raise ValueError(f"verbose must be True (one line per check), 'full' or False, got {verbose!r}.")
         for sink in sinks:
             if not isinstance(sink, Sink):
                 raise TypeError(f"{type(sink).__name__} is not a Sink (needs start, log_check, finish).")
@@ -122,6 +128,7 @@ class AttributionMonitor:
         self._started = False
         self._finished = False
         self._restored = False
+        self._last_check_end: float | None = None  # perf_counter at set-up, then after each check
         self.engine.prepare(self.probes)
 
     # --------------------------------------------------------------- lifecycle
@@ -146,6 +153,7 @@ class AttributionMonitor:
             "tokens_per_chunk": e.tokens_per_chunk,
             "model": type(e.adapter.model).__name__,
             "labels": list(e.adapter.label_names),
+            "max_length": getattr(e.adapter, "max_length", None),
         }
 
     def add_sink(self, sink: Sink) -> None:
@@ -166,6 +174,7 @@ class AttributionMonitor:
         if self._started:
             return
         self._started = True
+        self._last_check_end = time.perf_counter()
         if not self.is_rank_zero:
             return
         info = self._run_info()
@@ -257,10 +266,14 @@ class AttributionMonitor:
         summary = self.summary()
         for sink in self.sinks:
             self._call_sink(sink, "log_check", result, summary)
-        if self.verbose:
+        if self.verbose == "full":
             from .console import print_check
 
             print_check(result)
+        elif self.verbose:
+            from .console import progress_line
+
+            print(progress_line(result, len(self.probes)), file=sys.stderr, flush=True)
         return result
 
     def _gather_statistics(self) -> TrainingStatistics:
@@ -319,7 +332,12 @@ class AttributionMonitor:
         self._candidates = self.discovery.rank(snapshot, predict_fn=self.engine.predict)
         new_alerts = self.rules.evaluate(snapshot, drift, self._candidates)
         convergence = convergence_summary(attributions)
-        snapshot.timings = {"attribute_s": attribute_s, "total_s": time.perf_counter() - started}
+        health = probe_health(snapshot)
+        now = time.perf_counter()
+        snapshot.timings = {"attribute_s": attribute_s, "total_s": now - started}
+        if self._last_check_end is not None:  # training time plus this check, since the last one
+            snapshot.timings["since_previous_s"] = now - self._last_check_end
+        self._last_check_end = now
         entry = self.tracker.history[-1]
         self._checks.append(
             {
@@ -329,6 +347,7 @@ class AttributionMonitor:
                 "error": None,
                 "drift": {k: v for k, v in drift.items() if k != "per_probe"},
                 "convergence": convergence,
+                "health": health,
                 "top_tokens": entry.get("top_tokens", token_table[: self.top_k]),
                 "entered": entry.get("entered", []),
                 "left": entry.get("left", []),
@@ -339,6 +358,7 @@ class AttributionMonitor:
             snapshot=snapshot,
             drift=drift,
             convergence=convergence,
+            health=health,
             token_table=token_table,
             new_alerts=new_alerts,
             alerts=list(self.rules.alerts),
@@ -362,13 +382,27 @@ class AttributionMonitor:
             "trajectories": self.tracker.trajectories(),
             "failed_checks": list(self._failed_checks),
             "sink_errors": list(self._sink_errors),
+            "coverage": self.coverage(),
         })
+
+    def coverage(self) -> dict[str, Any]:
+        """The options that decide what can fire, so a reader sees what the run could not see
+        (``summary.json`` ``coverage``; :func:`~.verdict.blind_spots` says it in lines)."""
+        statistics = self.discovery.statistics
+        return {
+            "watch_tokens": list(self.rules.watch_tokens),
+            "watched_absent": self.rules.absent_watch_tokens(self.probes),
+            "invariance_pairs": len(self.rules.invariance_pairs),
+            "training_statistics": bool(statistics.has_data),
+            "n_training_examples": int(statistics.n_examples),
+            "n_labelled_probes": sum(p.label is not None for p in self.probes),
+        }
 
     def should_fail(self) -> bool:
         """Whether ``fail_on`` is met by the alerts (or failed checks) so far."""
         if self.fail_on == "never":
             return False
-        if self._failed_checks:  # a failed check is an error-level event, so "warning" fails too
+        if self._failed_checks and self.fail_on == "error":
             return True
         threshold = SEVERITY_ORDER[self.fail_on]
         return any(SEVERITY_ORDER.get(a.severity, 0) >= threshold for a in self.rules.alerts)

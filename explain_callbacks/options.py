@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .adapters import ModelAdapter
 from .alerts import AlertRules
 from .engine import ADAPTIVE, DEFAULT_MAX_STEPS, DEFAULT_N_STEPS, AttributionEngine
 from .monitor import FAIL_ON, AttributionMonitor
@@ -79,7 +80,8 @@ class MonitorOptions:
     resume: bool = False
     sinks: Sequence[Sink] = ()
     fail_on: str = "never"
-    verbose: bool = False
+    verbose: bool | str = True  # one line per check on stderr; "full": the per-check table; False: silent
+    max_length: int | None = None  # attribute probes up to this many tokens (set the training truncation)
     adapter_options: dict[str, Any] = field(default_factory=dict)
     schedule: Schedule = field(init=False)
 
@@ -125,6 +127,14 @@ class MonitorOptions:
         probe_set = self.probes if self.probes is not None else probes
         if probe_set is None:
             raise ValueError("no probes: pass probes=, or give the trainer a validation/eval dataset to sample them from.")
+        adapter_options = dict(self.adapter_options)
+        if self.max_length is not None:
+            adapter_options.setdefault("max_length", self.max_length)
+        if adapter_options and isinstance(adapter_or_model, ModelAdapter):
+            raise ValueError(
+                f"{', '.join(sorted(adapter_options))}= cannot be applied to an already built "
+                f"{type(adapter_or_model).__name__}; it tokenizes (and truncates) as the model was trained."
+            )
         engine = AttributionEngine(
             adapter_or_model,
             tokenizer,
@@ -134,7 +144,7 @@ class MonitorOptions:
             target=self.target,
             rel_tolerance=self.rel_tolerance,
             tokens_per_chunk=self.tokens_per_chunk,
-            **self.adapter_options,
+            **adapter_options,
         )
         return AttributionMonitor(
             engine,

@@ -58,6 +58,7 @@ from .alerts import json_safe, word_pattern
 from .drift import lowercase_word_shares
 from .records import ProbeAttribution, Snapshot
 from .statistics import TrainingStatistics, as_label
+from .validation import positive_int
 from .words import adjacent_pairs, is_word, text_words
 
 logger = logging.getLogger(__name__)
@@ -121,12 +122,8 @@ class ShortcutDiscovery:
     ):
         for name, value in (("min_count", min_count), ("max_candidates", max_candidates),
                             ("counterfactual_probes", counterfactual_probes), ("max_examples", max_examples)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"ShortcutDiscovery: {name} must be a positive integer, got {value!r}.")
-        if isinstance(counterfactual_words, bool) or not isinstance(counterfactual_words, int) or counterfactual_words < 0:
-            raise ValueError(
-                f"ShortcutDiscovery: counterfactual_words must be an integer >= 0, got {counterfactual_words!r}."
-            )
+            positive_int(value, name, "ShortcutDiscovery")
+        positive_int(counterfactual_words, "counterfactual_words", "ShortcutDiscovery", minimum=0)
         for name, value in (("rarity_df", rarity_df), ("dominance_share", dominance_share)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
                 raise ValueError(f"ShortcutDiscovery: {name} must be a number in (0, 1], got {value!r}.")

@@ -23,6 +23,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping
 from typing import Any, Hashable, Iterable, Sequence
 
+from .validation import positive_int
 from .words import IdsToWords, adjacent_pairs, text_words
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,7 @@ class TrainingStatistics:
     """
 
     def __init__(self, max_examples: int = DEFAULT_MAX_EXAMPLES, pairs: Iterable[str] | None = (), seed: int = 0):
-        if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
-            raise ValueError(f"TrainingStatistics: max_examples must be a positive integer, got {max_examples!r}.")
+        positive_int(max_examples, "max_examples", "TrainingStatistics")
         self.max_examples = max_examples
         self.pairs = None if pairs is None else set(pairs)
         self.seed = seed

@@ -123,7 +123,7 @@ class FlairModelWrapper(TokenizerAdapter):
         length = int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else ids.shape[1]
         input_ids = ids[0, :length].tolist()
         # Flair's word -> sub-token map for fast tokenizers: the same tokenizer call, word_ids().
-        tokens, offset = emb._expand_sentence_with_context(sentence)
+        tokens, offset = _tokens_with_context(emb, sentence)
         enc = self.tokenizer(
             [[t.text for t in tokens]],
             is_split_into_words=True,
@@ -185,6 +185,36 @@ class FlairModelWrapper(TokenizerAdapter):
         return self.classifier.decoder(pooled["document_embeddings"])
 
 
+# The one use of a private Flair method. ``flair==0.15.1`` is pinned (pyproject's ``flair``
+# extra); its ``TransformerEmbeddings._expand_sentence_with_context(sentence)`` returns
+# ``(left context + tokens + right context, len(left context))``. Another version is refused
+# where the method is missing, and a changed result is caught by ``_encode``'s comparison with
+# ``prepare_tensors`` (tests: test_flair.py's context tests).
+FLAIR_VERSIONS_READ = ("0.15",)
+
+
+def _tokens_with_context(embeddings: Any, sentence: Sentence) -> tuple[list[Any], int]:
+    """The tokens Flair hands its tokenizer for ``sentence``, and where the sentence starts.
+
+    Without context (``context_length == 0``, the document embeddings' default) they are the
+    sentence's own tokens: public API only. With context (FLERT) only Flair's private
+    ``_expand_sentence_with_context`` knows them; it is called in eval mode (see ``encode``),
+    so context dropout draws nothing."""
+    if not getattr(embeddings, "context_length", 0):
+        return list(sentence.tokens), 0
+    expand = getattr(embeddings, "_expand_sentence_with_context", None)
+    if expand is None:
+        import flair
+
+        raise AdapterError(
+            f"flair {flair.__version__}: TransformerEmbeddings has no _expand_sentence_with_context, which "
+            f"FlairModelWrapper reads for context_length > 0 (read in flair {', '.join(FLAIR_VERSIONS_READ)}); "
+            "install the pinned flair (pip install \"explain-callbacks[flair]\") or use context_length=0."
+        )
+    tokens, offset = expand(sentence)
+    return list(tokens), int(offset)
+
+
 def _labelled_examples(dataset: Any, label_type: str, multi_label: bool) -> list[tuple[str, Any]]:
     """``(text, label)`` of a Flair split; a list of labels per text for multi-label models."""
     out = []
@@ -205,34 +235,27 @@ class AttributionDriftPlugin(TrainerPlugin):
     the corpus's dev (else test) split; the training split feeds shortcut discovery for
     single-label models unless ``training_texts`` is given. With ``fail_on`` met,
     ``AttributionAlertError`` leaves the trainer call after training and its final evaluation.
-    Other options (``target``, ``invariance_pairs``, ``rules``, ``run_name``, ...) are
-    ``MonitorOptions`` fields; ``use_tokenizer`` / ``baseline`` go to ``FlairModelWrapper``.
+    Options (``every_n_epochs``, ``every_n_steps``, ``n_steps``, ``top_k``, ``watch_tokens``,
+    ``run_dir``, ``run_name``, ``fail_on``, ``sinks``, ``rules``, ...) are ``MonitorOptions``
+    fields; ``use_tokenizer`` / ``baseline`` go to ``FlairModelWrapper``.
+
+    Epochs are counted from 0 as in the other integrations (Flair's epoch 1 is check epoch 0).
+    Probes follow the rule of every integration (``MonitorOptions.resumed_probes``): with
+    ``resume=True`` and a ``run_name`` the run directory's ``probes.jsonl`` is reused, never
+    resampled. Flair's trainer keeps no plugin state, so a run that already holds checks cannot
+    be continued (refused at set-up, as any resume without checkpoint state).
     """
 
     def __init__(
         self,
-        probes: Any,
+        probes: Any = None,
         *,
-        every_n_epochs: int | None = MonitorOptions.every_n_epochs,
-        every_n_steps: int | None = MonitorOptions.every_n_steps,
-        n_steps: int = MonitorOptions.n_steps,
-        top_k: int = MonitorOptions.top_k,
-        watch_tokens: Sequence[str] = (),
-        run_dir: Any = MonitorOptions.run_dir,
-        fail_on: str = MonitorOptions.fail_on,
-        sinks: Sequence[Any] = (),
-        probe_sample_size: int = MonitorOptions.probe_sample_size,
         use_tokenizer: Any = True,
         baseline: str | int = "pad",
-        **monitor_options: Any,
+        **options: Any,
     ):
         super().__init__()
-        self.options = MonitorOptions(
-            probes=probes, probe_sample_size=probe_sample_size, every_n_epochs=every_n_epochs, every_n_steps=every_n_steps, n_steps=n_steps,
-            top_k=top_k, watch_tokens=watch_tokens, run_dir=run_dir, fail_on=fail_on, sinks=sinks,
-            **monitor_options,
-        )
-        self.probe_sample_size = self.options.probe_sample_size
+        self.options = MonitorOptions(probes=probes, **options)
         self.wrapper_options = {"use_tokenizer": use_tokenizer, "baseline": baseline}
         self.monitor: Any = None
         self._step = 0
@@ -244,22 +267,23 @@ class AttributionDriftPlugin(TrainerPlugin):
         model, corpus = self.trainer.model, self.trainer.corpus
         wrapper = FlairModelWrapper(model, **self.wrapper_options)
         opts = self.options
-        probes = None
-        if opts.probes is None:
+        probes = opts.resumed_probes()
+        if probes is None:
             split = corpus.dev or corpus.test
             if not split:
                 raise ValueError("no probes: pass probes=, or give the corpus a dev or test split to sample them from.")
             examples = _labelled_examples(split, model.label_type, model.multi_label)
-            probes = ProbeSet.sample(examples, self.probe_sample_size, seed=0, stratified=not model.multi_label)
+            probes = ProbeSet.sample(examples, opts.probe_sample_size, seed=0, stratified=not model.multi_label)
         if opts.training_texts is None and not model.multi_label and corpus.train:
             examples = _labelled_examples(corpus.train, model.label_type, False)
             opts.training_texts, opts.training_labels = [t for t, _ in examples], [y for _, y in examples]
         self.monitor = opts.build_monitor(wrapper, probes=probes)
         run = getattr(sys.modules.get("wandb"), "run", None)  # only if the user imported wandb
-        if run is not None and not any(type(s).__name__ == "WandbSink" for s in self.monitor.sinks):
-            from ..sinks.wandb import WandbSink
+        if run is not None:
+            from ..sinks.wandb import WandbSink  # wandb is imported already
 
-            self.monitor.add_sink(WandbSink(run=run, step_key="flair/batch_count"))
+            if not any(isinstance(s, WandbSink) for s in self.monitor.sinks):
+                self.monitor.add_sink(WandbSink(run=run, step_key="flair/batch_count"))
         self.monitor.setup()
         if self.monitor.run_path is not None:
             log.info("attribution checks write to %s", self.monitor.run_path)
@@ -274,11 +298,13 @@ class AttributionDriftPlugin(TrainerPlugin):
 
     @TrainerPlugin.hook
     def after_evaluation(self, epoch: int, **kw: Any) -> None:
-        if self.options.schedule.due_at_epoch_end(epoch - 1):  # Flair counts epochs from 1
+        if self.options.schedule.due_at_epoch_end(epoch - 1):
             self._check(epoch, global_step=epoch)
 
-    def _check(self, epoch: int, global_step: int) -> None:
-        result = self.monitor.check(step=self._step, epoch=epoch)
+    def _check(self, flair_epoch: int, global_step: int) -> None:
+        """``flair_epoch`` counts from 1 (Flair's); the check's epoch counts from 0, as elsewhere.
+        ``global_step`` is the step Flair's logger plugins see (Flair's epoch or batch count)."""
+        result = self.monitor.check(step=self._step, epoch=flair_epoch - 1)
         if result is None:
             return
         for name, value in result.scalars().items():

@@ -14,8 +14,12 @@ except ImportError as err:  # pragma: no cover - depends on the environment
         'pip install "explain-callbacks[pytorch-lightning]"'
     ) from err
 
-from ._lightning_callback import LoggerSink, build_callback_class
+from ._lightning_callback import AttributionDriftLogic, LoggerSink
 
-AttributionDriftCallback = build_callback_class(pl, __name__)
+
+class AttributionDriftCallback(AttributionDriftLogic, pl.Callback):
+    __doc__ = AttributionDriftLogic.__doc__
+    _pl = pl
+
 
 __all__ = ["AttributionDriftCallback", "LoggerSink"]

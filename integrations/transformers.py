@@ -9,13 +9,17 @@ names them. Checks run at ``on_evaluate`` or ``on_epoch_end`` (``run_on``) on ev
 zero logs. ``on_train_end`` finishes the run and raises ``AttributionAlertError`` if ``fail_on``
 says so, so ``trainer.train()`` raises after training.
 
-Hugging Face hands callbacks no reference to the Trainer. The callback finds the Trainer whose
-callback handler is calling it a few frames up the stack (no ``gc`` scan); ``cb.attach(trainer)``
-names it explicitly instead.
+Hugging Face hands callbacks no reference to the Trainer, only event kwargs (``model``,
+``processing_class``, ``train_dataloader``, ...). ``cb.attach(trainer)`` is the normal way to give
+it one; without it the kwargs are used, and the Trainer is looked for up the call stack only where
+the kwargs cannot serve: probes to sample from the raw ``eval_dataset`` (the dataloaders hold the
+columns the model takes, without the text), or the TensorBoard writer of ``report_to``. That
+search (``_trainer_on_stack``) logs that it was used.
 
-Resume: the callback is an ``ExportableState``, so the monitor's ``state_dict()`` is saved in each
-checkpoint's ``trainer_state.json`` and read back at ``on_train_begin`` of a resumed run; drift
-history and alerts continue, whatever ``restore_callback_states_from_checkpoint`` says. When it
+Resume: the callback is an ``ExportableState``, so the monitor's ``state_dict()`` and the probes
+are saved in each checkpoint's ``trainer_state.json`` and read back at ``on_train_begin`` of a
+resumed run; drift history and alerts continue with the stored probes, never resampled (as in
+Lightning: ``MonitorOptions.resumed_probes``), whatever ``restore_callback_states_from_checkpoint`` says. When it
 is ``True``, Hugging Face replaces the callback with one rebuilt from its JSON-able options, so
 options JSON cannot hold (sinks, a tokenizer object, custom ``rules``) are lost for the resumed
 run; a warning names them. Leave it ``False`` to keep them. ``training_texts`` and
@@ -73,8 +77,9 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
         tensorboard: also write TensorBoard events to ``<run dir>/tensorboard``, e.g. with
             ``report_to="none"``. The Trainer's own TensorBoard writer is used whenever
             ``report_to`` includes ``"tensorboard"``.
-        n_steps, top_k, watch_tokens, run_dir, fail_on, sinks, **monitor_options: see
-            ``MonitorOptions``.
+        **options: ``MonitorOptions`` fields, validated there (``every_n_epochs``,
+            ``every_n_steps``, ``probe_sample_size``, ``n_steps``, ``top_k``, ``watch_tokens``,
+            ``run_dir``, ``run_name``, ``fail_on``, ``sinks``, ``rules``, ...).
     """
 
     def __init__(
@@ -82,48 +87,34 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
         probes: Any = None,
         *,
         tokenizer: Any = None,
-        every_n_epochs: int | None = MonitorOptions.every_n_epochs,
-        every_n_steps: int | None = MonitorOptions.every_n_steps,
         run_on: str = "evaluate",
-        n_steps: int = MonitorOptions.n_steps,
-        top_k: int = MonitorOptions.top_k,
-        watch_tokens: Any = (),
-        run_dir: Any = MonitorOptions.run_dir,
-        fail_on: str = MonitorOptions.fail_on,
-        sinks: Any = (),
         stop_on_alert: bool = False,
-        probe_sample_size: int = MonitorOptions.probe_sample_size,
         text_key: str = "text",
         text_pair_key: str | None = None,
         label_key: str | None = "label",
         tensorboard: bool = False,
-        **monitor_options: Any,
+        **options: Any,
     ):
         if run_on not in RUN_ON:
             raise ValueError(f"run_on must be one of {RUN_ON}, got {run_on!r}.")
-        if tensorboard and run_dir is None:
+        self.options = MonitorOptions(probes=probes, **options)
+        if tensorboard and self.options.run_dir is None:
             raise ValueError(
                 "tensorboard=True writes under the run directory, but run_dir=None; set run_dir or pass "
                 "sinks=[TensorBoardSink(log_dir=...)]."
             )
-        self.options = MonitorOptions(
-            probes=probes, probe_sample_size=probe_sample_size, every_n_epochs=every_n_epochs, every_n_steps=every_n_steps, n_steps=n_steps,
-            top_k=top_k, watch_tokens=watch_tokens, run_dir=run_dir, fail_on=fail_on, sinks=sinks,
-            **monitor_options,
-        )
         self.tokenizer = tokenizer
         self.run_on = run_on
         self.stop_on_alert = bool(stop_on_alert)
-        self.sampling = {"n": probe_sample_size, "text_key": text_key, "text_pair_key": text_pair_key,
-                         "label_key": label_key}
+        self.sampling = {"text_key": text_key, "text_pair_key": text_pair_key, "label_key": label_key}
         self.tensorboard = bool(tensorboard)
+        json_options = {k: (list(v) if k in ("watch_tokens", "sinks") else v) for k, v in options.items()}
+        if json_options.get("run_dir") is not None:
+            json_options["run_dir"] = str(json_options["run_dir"])
         self._init_args = {
             "probes": None if self.options.probes is None else [p.to_dict() for p in self.options.probes],
-            "tokenizer": tokenizer, "every_n_epochs": every_n_epochs, "every_n_steps": every_n_steps,
-            "run_on": run_on, "n_steps": n_steps, "top_k": top_k, "watch_tokens": list(watch_tokens),
-            "run_dir": None if run_dir is None else str(run_dir), "fail_on": fail_on, "sinks": list(sinks),
-            "stop_on_alert": stop_on_alert, "probe_sample_size": probe_sample_size, "text_key": text_key,
-            "text_pair_key": text_pair_key, "label_key": label_key, "tensorboard": tensorboard, **monitor_options,
+            "tokenizer": tokenizer, "run_on": run_on, "stop_on_alert": stop_on_alert, "text_key": text_key,
+            "text_pair_key": text_pair_key, "label_key": label_key, "tensorboard": tensorboard, **json_options,
         }
         self.monitor: AttributionMonitor | None = None
         # The attributes below ride in trainer_state.json (see ``state``).
@@ -146,7 +137,7 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
         return self.monitor.run_path if self.monitor is not None else None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        trainer = self._trainer() if self._trainer is not None else _calling_trainer(self)
+        trainer = self._find_trainer(args)
         if self.rebuilt_without:
             log.warning(
                 "restore_callback_states_from_checkpoint=True rebuilt AttributionDriftCallback from its JSON "
@@ -162,9 +153,11 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
             )
         model = kwargs["model"]
         model = getattr(model, "module", model)  # DDP's wrapper: attribute the module it trains
-        probes = None if self.options.probes is not None else self._sample_probes(trainer, kwargs)
-        self.monitor = self.options.build_monitor(model, self._find_tokenizer(trainer, kwargs), probes)
         stored = _stored_state(state, type(self).__name__) if state.global_step > 0 else {}
+        probes = self.options.resumed_probes(stored.get("resume_state"))
+        if probes is None:
+            probes = self._sample_probes(trainer, kwargs)
+        self.monitor = self.options.build_monitor(model, self._find_tokenizer(trainer, kwargs), probes)
         if stored.get("resume_state"):
             self.monitor.load_state_dict(stored["resume_state"])
         boundary = stored.get("last_check_boundary")
@@ -177,6 +170,18 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
         self._training = True
         if state.is_world_process_zero and self.run_path is not None:
             log.info("attribution checks write to %s", self.run_path)
+
+    def _find_trainer(self, args: Any) -> Any:
+        """The attached Trainer; else ``None`` when the event kwargs serve, else the stack search."""
+        if self._trainer is not None:
+            return self._trainer()
+        if self.options.probes is not None and "tensorboard" not in _report_to(args):
+            return None  # model, tokenizer and training data all come with the event
+        trainer = _trainer_on_stack(self)
+        if trainer is not None:
+            log.info("AttributionDriftCallback found its Trainer up the call stack (it was not attached); "
+                     "cb.attach(trainer) passes it explicitly.")
+        return trainer
 
     def _find_tokenizer(self, trainer: Any, kwargs: dict[str, Any]) -> Any:
         candidates = (self.tokenizer, kwargs.get("processing_class"), kwargs.get("tokenizer"),
@@ -202,7 +207,7 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
             dataset, where = getattr(kwargs.get("train_dataloader"), "dataset", None), "training dataloader's dataset"
         text_key = self.sampling["text_key"]
         try:
-            return ProbeSet.sample(dataset, self.sampling["n"], text_key=text_key, label_key=self.sampling["label_key"],
+            return ProbeSet.sample(dataset, self.options.probe_sample_size, text_key=text_key, label_key=self.sampling["label_key"],
                                    text_pair_key=self.sampling["text_pair_key"])
         except ProbeError as err:
             raise ProbeError(
@@ -213,7 +218,7 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
             ) from None
 
     def _add_trainer_sinks(self, args: Any, trainer: Any) -> None:
-        report_to = [args.report_to] if isinstance(args.report_to, str) else list(args.report_to or [])
+        report_to = _report_to(args)
         if "tensorboard" in report_to:
             writer = _trainer_tb_writer(trainer)
             if writer is None:
@@ -270,6 +275,12 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
             log.info("attribution report: %s", self.run_path / REPORT_FILE)
 
     # ------------------------------------------------------------ checkpoint
+    def _resume_state(self) -> dict[str, Any] | None:
+        """The monitor's state with its probes (a resumed run reuses them), as Lightning stores it."""
+        if self.monitor is None:
+            return self.resume_state
+        return {**self.monitor.state_dict(), "probes": [p.to_dict() for p in self.monitor.probes]}
+
     def state(self) -> dict[str, Any]:
         """What ``trainer_state.json`` keeps: JSON-able options, the monitor's state, the schedule."""
         json_args, dropped = {}, []
@@ -287,11 +298,15 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
         return {
             "args": json_args,
             "attributes": {
-                "resume_state": self.monitor.state_dict() if self.monitor is not None else self.resume_state,
+                "resume_state": self._resume_state(),
                 "last_check_boundary": self.last_check_boundary,
                 "rebuilt_without": dropped,
             },
         }
+
+
+def _report_to(args: Any) -> list[str]:
+    return [args.report_to] if isinstance(args.report_to, str) else list(args.report_to or [])
 
 
 def _stored_state(state: Any, name: str) -> dict[str, Any]:
@@ -302,8 +317,9 @@ def _stored_state(state: Any, name: str) -> dict[str, Any]:
     return dict(stored.get("attributes") or {})
 
 
-def _calling_trainer(callback: Any) -> Any:
-    """The Trainer whose callback handler is calling ``callback`` now, found up the call stack."""
+def _trainer_on_stack(callback: Any) -> Any:
+    """Fallback only (see the module doc): the Trainer whose callback handler is calling
+    ``callback`` now, found a few frames up the call stack (no ``gc`` scan)."""
     frame = sys._getframe(1)
     for _ in range(12):
         if frame is None:

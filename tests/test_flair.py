@@ -221,7 +221,8 @@ def test_plugin_run_writes_run_dir_and_flair_tensorboard(model_dir, corpus, tmp_
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     classifier = text_classifier(model_dir, corpus, cls_pooling="mean")
-    plugin = AttributionDriftPlugin(None, n_steps=8, top_k=5, run_dir=tmp_path / "runs", run_name="flair")
+    # no probes argument at all: they are sampled from the dev split
+    plugin = AttributionDriftPlugin(n_steps=8, top_k=5, run_dir=tmp_path / "runs", run_name="flair")
     ModelTrainer(classifier, corpus).train_custom(
         tmp_path / "out", max_epochs=2, mini_batch_size=8, learning_rate=0.05,
         plugins=[plugin, TensorboardLogger(log_dir=str(tmp_path / "tb"))], save_final_model=False,
@@ -230,7 +231,8 @@ def test_plugin_run_writes_run_dir_and_flair_tensorboard(model_dir, corpus, tmp_
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "finished"
     assert summary["n_probes"] == 8  # sampled from the dev split
-    assert [(c["epoch"], c["step"]) for c in summary["checks"]] == [(1, 3), (2, 6)]
+    # epochs count from 0 as in the Lightning and Trainer integrations (Flair's epochs 1 and 2)
+    assert [(c["epoch"], c["step"]) for c in summary["checks"]] == [(0, 3), (1, 6)]
     assert summary["config"]["model"] == "TextClassifier"
     snapshots = [json.loads(line) for line in (run / "attributions.jsonl").read_text().splitlines()]
     assert len(snapshots) == 2
@@ -273,7 +275,8 @@ def test_checks_leave_training_bit_identical(model_dir, corpus, tmp_path):
     plain, plain_optimizer, plain_rng = _seeded_run(model_dir, corpus, tmp_path / "a", [])
     plugin = AttributionDriftPlugin(PROBES, every_n_steps=2, n_steps=8, run_dir=None)
     watched, watched_optimizer, watched_rng = _seeded_run(model_dir, corpus, tmp_path / "b", [plugin])
-    assert len(plugin.monitor.summary()["checks"]) == 3  # steps 2, 4, 6: mid-epoch, in training mode
+    checks = plugin.monitor.summary()["checks"]  # steps 2, 4, 6: mid-epoch, in training mode
+    assert [(c["step"], c["epoch"]) for c in checks] == [(2, 0), (4, 1), (6, 1)]  # epochs from 0
     untrained = text_classifier(model_dir, corpus, seed=3, cls_pooling="mean")
     assert not torch.equal(untrained.decoder.weight, plain.decoder.weight)  # training did move the weights
     plain_params = dict(plain.named_parameters())

@@ -14,7 +14,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from _tiny_trainer import make_trainer  # noqa: E402
+from _tiny_trainer import ReviewDataset, make_trainer, review_rows  # noqa: E402
 
 from explain_callbacks.integrations.transformers import AttributionDriftCallback  # noqa: E402
 from explain_callbacks.monitor import AttributionAlertError  # noqa: E402
@@ -159,6 +159,56 @@ def test_resume_from_checkpoint_continues_the_history(tmp_path):
         assert resumed["checks"][1]["drift"]["vs_reference"]  # compared with the check before the resume
         assert [s["check_index"] for s in _lines(run_path / "attributions.jsonl")] == [0, 1]
         assert active[0].monitor.tracker.state_dict()["reference"]["step"] == 4
+
+
+def test_resume_keeps_the_checkpoints_probes_when_the_eval_set_changed(tmp_path):
+    """A resumed run continues with the probes it stored, as Lightning does, never resampled: on
+    the old code the Trainer's new eval set gave other probes and the resume was refused."""
+    options = dict(**FAST, run_dir=tmp_path / "runs", run_name="probes", probe_sample_size=4)
+    args = dict(num_train_epochs=2, save_strategy="epoch")
+    make_trainer(tmp_path, [AttributionDriftCallback(**options)], **args).train()
+    run_path = tmp_path / "runs" / "probes"
+    probes_before = (run_path / "probes.jsonl").read_text()
+    saved = json.loads((tmp_path / "out" / "checkpoint-4" / "trainer_state.json").read_text())
+    stored = saved["stateful_callbacks"]["AttributionDriftCallback"]["attributes"]["resume_state"]["probes"]
+    assert [p["text"] for p in stored] == [p["text"] for p in _lines(run_path / "probes.jsonl")]
+
+    resumed = AttributionDriftCallback(**options)
+    trainer = make_trainer(tmp_path, [resumed], **args)
+    trainer.eval_dataset = ReviewDataset(review_rows(16, seed=7), trainer.processing_class)  # other texts
+    trainer.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-4"))
+    assert (run_path / "probes.jsonl").read_text() == probes_before
+    assert [c["check_index"] for c in _summary(run_path)["checks"]] == [0, 1]
+
+
+STACK_LINE = "found its Trainer up the call stack"
+
+
+def test_the_trainer_is_found_up_the_stack_only_as_a_logged_fallback(tmp_path, caplog):
+    caplog.set_level("INFO", logger="explain_callbacks.integrations.transformers")
+    for name in "abc":
+        (tmp_path / name).mkdir()
+    # probes to sample from the raw eval_dataset: only the Trainer has it; not attached -> the fallback, said so
+    found = AttributionDriftCallback(**FAST, run_dir=None, probe_sample_size=4)
+    make_trainer(tmp_path / "a", [found], num_train_epochs=1).train()
+    assert sum(STACK_LINE in r.getMessage() for r in caplog.records) == 1
+    assert len(found.monitor.probes) == 4
+
+    # attached: no search
+    caplog.clear()
+    attached = AttributionDriftCallback(**FAST, run_dir=None, probe_sample_size=4)
+    trainer = make_trainer(tmp_path / "b", num_train_epochs=1)
+    attached.attach(trainer)
+    trainer.train()
+    assert not any(STACK_LINE in r.getMessage() for r in caplog.records)
+    assert len(attached.monitor.summary()["checks"]) == 1
+
+    # probes given: the event kwargs serve (model, tokenizer, the train dataloader's data), no search
+    caplog.clear()
+    given = AttributionDriftCallback(WATCHED_PROBES, **FAST, run_dir=None)
+    make_trainer(tmp_path / "c", [given], num_train_epochs=1).train()
+    assert not any(STACK_LINE in r.getMessage() for r in caplog.records)
+    assert given.monitor.statistics.n_examples == 32  # training statistics from train_dataloader.dataset
 
 
 def test_resume_from_before_the_first_check_drops_the_abandoned_checks(tmp_path):
