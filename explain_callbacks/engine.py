@@ -23,6 +23,7 @@ to ``max_steps``.
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -71,6 +72,10 @@ class Calibration:
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return bool(torch.allclose(a, b, rtol=1e-4, atol=1e-4 * (1 + float(a.abs().max()))))
+
+
+def _probe_key(probe: Probe) -> str:
+    return json.dumps(probe.to_dict(), sort_keys=True, default=str)
 
 
 def _check_finite(logits: torch.Tensor, probe_ids: Sequence[str]) -> None:
@@ -174,6 +179,7 @@ class AttributionEngine:
         self.tokens_per_chunk = int(tokens_per_chunk)
         self.target = self._check_target_spec(target)
         self._fixed_targets: dict[str, list[int]] = {}
+        self._prepared: dict[str, EncodedProbe] = {}  # prepare()'s encodings, by probe content
         self.calibration: Calibration | None = None
 
     # ----------------------------------------------------------------- targets
@@ -245,6 +251,7 @@ class AttributionEngine:
         probe the model once (padding, baseline: see ``calibrate``)."""
         probes = as_probe_set(probes)
         encoded = self.adapter.encode(list(probes))
+        self._prepared = {_probe_key(e.probe): e for e in encoded}
         for p in probes:
             if self.target == "gold" and p.label is None:
                 raise AdapterError(f"target='gold' but probe {p.id!r} has no label; label it or use target='auto'.")
@@ -407,7 +414,7 @@ class AttributionEngine:
             return []
         if not all(isinstance(p, Probe) for p in probe_list):
             probe_list = list(as_probe_set(probe_list))
-        encoded = self.adapter.encode(probe_list)
+        encoded = self._encode(probe_list)
         adapter = self.adapter
         with isolated_from_training(adapter.model):
             self.calibrate(encoded)
@@ -427,6 +434,14 @@ class AttributionEngine:
             else:
                 self._integrate(tasks)
         return [self._record(t) for t in tasks]
+
+    def _encode(self, probes: list[Probe]) -> list[EncodedProbe]:
+        """``prepare()``'s encodings where a probe was prepared (same id, text, pair and label:
+        the encoding depends on nothing else), the adapter's for the rest."""
+        keys = [_probe_key(p) for p in probes]
+        missing = [p for p, k in zip(probes, keys) if k not in self._prepared]
+        fresh = iter(self.adapter.encode(missing) if missing else [])
+        return [self._prepared[k] if k in self._prepared else next(fresh) for k in keys]
 
     def predict(self, texts: Sequence[str]) -> list[Any]:
         """Predicted class per text (a list of classes for multi-label; the value for regression)."""

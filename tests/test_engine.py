@@ -427,3 +427,22 @@ def test_a_model_that_reads_its_padding_is_batched_by_length_only(bert_tok):
         alone = AttributionEngine(adapter, n_steps=8, max_steps=8, target=1).attribute(ProbeSet([text]))[0]
         assert np.allclose(alone.token_scores, rec.token_scores, atol=1e-6)
         assert rec.f_input == pytest.approx(alone.f_input, abs=1e-6)
+
+
+def test_prepared_probes_are_not_encoded_again_at_each_check(bert_tok):
+    """prepare() encodes the probes once; attribute() reuses those encodings (same results as a
+    fresh engine) and encodes only probes it was not prepared with."""
+    model = tiny_model("bert", bert_tok)
+    probes = ProbeSet(TEXTS)
+    engine = AttributionEngine(model, bert_tok, n_steps=8, max_steps=8, target=1)
+    engine.prepare(probes)
+    encoded_texts: list[str] = []
+    encode = engine.adapter.encode
+    engine.adapter.encode = lambda ps: (encoded_texts.extend(p.text for p in ps), encode(ps))[1]
+    first, second = engine.attribute(probes), engine.attribute(probes)
+    assert encoded_texts == []
+    fresh = AttributionEngine(model, bert_tok, n_steps=8, max_steps=8, target=1).attribute(probes)
+    for a, b, c in zip(first, second, fresh):
+        assert a.token_scores == b.token_scores and torch.allclose(torch.tensor(a.token_scores), torch.tensor(c.token_scores))
+    engine.attribute(ProbeSet(["an unprepared probe"]))
+    assert encoded_texts == ["an unprepared probe"]
