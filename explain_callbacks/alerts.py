@@ -14,6 +14,10 @@ Rules (all severities can be changed with ``severities=``):
 - ``invariance`` (warning): the two probes of an invariance pair get different predictions.
 - ``shortcut`` (warning): a discovered shortcut candidate (:mod:`.shortcuts`) scores above
   the threshold its evidence allows (see :meth:`AlertRules.shortcut_threshold`).
+- ``model_health`` (warning): the model's predictions on the probes collapsed: one class takes
+  every probe (at least ``health_min_probes`` of them, while their labels hold two classes or
+  more), or the accuracy on the labelled probes falls clearly below chance (``1/classes`` minus
+  ``health_margin``) or ``health_max_drop`` below the best earlier check. See :func:`probe_health`.
 - ``convergence`` (info): more than ``max_unconverged_fraction`` of the probes' integrals
   missed the relative-delta tolerance. It is about how far the attributions can be trusted,
   not about the model, hence only info: raise ``n_steps`` / ``max_steps`` to fix it.
@@ -33,9 +37,9 @@ from .words import is_word, word_spans
 
 logger = logging.getLogger(__name__)
 
-RULES = ("watch_token", "invariance", "shortcut", "convergence")
+RULES = ("watch_token", "invariance", "shortcut", "model_health", "convergence")
 DEFAULT_SEVERITIES = {"watch_token": "warning", "invariance": "warning", "shortcut": "warning",
-                      "convergence": "info"}
+                      "model_health": "warning", "convergence": "info"}
 SEVERITIES = ("info", "warning", "error")
 EVIDENCE_PROBES = 5  # probes listed in an alert's evidence
 
@@ -47,6 +51,39 @@ def word_pattern(word: str) -> re.Pattern[str]:
     for before, part in zip(parts, parts[1:]):
         body += (r"\s+" if is_word(before) and is_word(part) else r"\s*") + re.escape(part)
     return re.compile(rf"(?<!\w){body}(?!\w)", re.IGNORECASE)
+
+
+def _same_label(label: Any, attribution: ProbeAttribution) -> bool:
+    """Whether a probe's gold ``label`` (a class name or id) is what the model predicted."""
+    return str(label) in (str(attribution.prediction), str(attribution.prediction_name))
+
+
+def probe_health(snapshot: Snapshot) -> dict[str, Any]:
+    """How the model does on the probes at one check: ``n_probes``, ``prediction_counts`` (class
+    name: probes predicted as it), ``n_labelled`` (probes with a label), ``label_counts``,
+    ``n_correct`` and ``accuracy`` (``None`` without labelled probes). One entry per probe
+    (a probe attributed for several targets counts once)."""
+    seen: dict[str, ProbeAttribution] = {}
+    for attribution in snapshot.attributions:
+        seen.setdefault(attribution.probe_id, attribution)
+    predictions: Counter = Counter()
+    labels: Counter = Counter()
+    correct = 0
+    for attribution in seen.values():
+        name = attribution.prediction_name if attribution.prediction_name is not None else attribution.prediction
+        predictions[str(name)] += 1
+        if attribution.label is not None and not isinstance(attribution.label, (list, dict)):
+            labels[str(attribution.label)] += 1
+            correct += _same_label(attribution.label, attribution)
+    n_labelled = sum(labels.values())
+    return {
+        "n_probes": len(seen),
+        "prediction_counts": dict(sorted(predictions.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "n_labelled": n_labelled,
+        "label_counts": dict(sorted(labels.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "n_correct": correct if n_labelled else None,
+        "accuracy": correct / n_labelled if n_labelled else None,
+    }
 
 
 def _check_fraction(name: str, value: Any, low_open: bool = False) -> float:
@@ -86,6 +123,9 @@ class AlertRules:
         shortcut_min_score_partial: float = 0.65,
         shortcut_min_score_pure: float = 0.15,
         pure_purity_lower: float = 0.9,
+        health_min_probes: int = 8,
+        health_max_drop: float = 0.3,
+        health_margin: float = 0.2,
         min_checks: int = 1,
         severities: Mapping[str, str] | None = None,
     ):
@@ -142,6 +182,12 @@ class AlertRules:
                 f"{self.shortcut_min_score_pure}."
             )
         self.pure_purity_lower = _check_fraction("pure_purity_lower", pure_purity_lower, True)
+        if isinstance(health_min_probes, bool) or not isinstance(health_min_probes, int) or health_min_probes < 2:
+            raise ValueError(f"AlertRules: health_min_probes must be an integer >= 2, got {health_min_probes!r}.")
+        self.health_min_probes = health_min_probes
+        self.health_max_drop = _check_fraction("health_max_drop", health_max_drop, True)
+        self.health_margin = _check_fraction("health_margin", health_margin)
+        self._best_accuracy: float | None = None
         if isinstance(min_checks, bool) or not isinstance(min_checks, int) or min_checks < 1:
             raise ValueError(f"AlertRules: min_checks must be a positive integer, got {min_checks!r}.")
         self.min_checks = min_checks
@@ -170,14 +216,22 @@ class AlertRules:
                         f"AlertRules: invariance pair ({a!r}, {b!r}) names probe id {pid!r}, which "
                         f"is not in the probe set (ids: {known}). Give the probes explicit ids."
                     )
+        for token in self.absent_watch_tokens(probes):
+            logger.warning(
+                "AlertRules: watch token %r occurs in no probe, so it can never fire; add probes "
+                "that contain it.",
+                token,
+            )
+
+    def absent_watch_tokens(self, probes: ProbeSet) -> list[str]:
+        """The watched words and phrases that occur in no probe: they can never fire (a blind spot
+        the summary records)."""
+        absent = []
         for token in self.watch_tokens:
             pattern = word_pattern(token)
             if not any(pattern.search(p.text) or (p.text_pair and pattern.search(p.text_pair)) for p in probes):
-                logger.warning(
-                    "AlertRules: watch token %r occurs in no probe, so it can never fire; add probes "
-                    "that contain it.",
-                    token,
-                )
+                absent.append(token)
+        return absent
 
     def shortcut_threshold(self, candidate: Mapping[str, Any]) -> float | None:
         """The score a candidate must reach, from the evidence behind it (``None``: never)."""
@@ -215,6 +269,7 @@ class AlertRules:
         firing += self._watch_token(snapshot)
         firing += self._invariance(snapshot)
         firing += self._shortcut(candidates)
+        firing += self._model_health(probe_health(snapshot))
         firing += self._convergence(snapshot)
 
         new: list[Alert] = []
@@ -310,6 +365,37 @@ class AlertRules:
                 {**dict(candidate.get("evidence") or {}), "score": score, "threshold": threshold},
             )
 
+    def _model_health(self, health: Mapping[str, Any]):
+        """One class takes every probe, or the accuracy on labelled probes collapsed."""
+        predictions, labels = health["prediction_counts"], health["label_counts"]
+        n, accuracy = health["n_probes"], health["accuracy"]
+        if n >= self.health_min_probes and len(predictions) == 1 and len(labels) >= 2:
+            (only, _), = predictions.items()
+            yield (
+                "model_health",
+                "model_health:one_class",
+                f"the model predicts {only!r} for all {n} probes, whose labels hold {len(labels)} classes.",
+                None,
+                {"condition": "one_class", **health},
+            )
+        if accuracy is None or health["n_labelled"] < self.health_min_probes:
+            return
+        best, chance = self._best_accuracy, 1.0 / max(2, len(labels))
+        self._best_accuracy = accuracy if best is None else max(best, accuracy)
+        if best is not None and best - accuracy >= self.health_max_drop:
+            reason = f"fell from {best:.0%} at an earlier check to {accuracy:.0%}"
+        elif accuracy < chance - self.health_margin:
+            reason = f"is {accuracy:.0%}, below chance ({chance:.0%})"
+        else:
+            return
+        yield (
+            "model_health",
+            "model_health:accuracy",
+            f"the accuracy on the {health['n_labelled']} labelled probes {reason}.",
+            None,
+            {"condition": "accuracy", "best_accuracy": best, "chance": chance, **health},
+        )
+
     def _convergence(self, snapshot: Snapshot):
         total = len(snapshot.attributions)
         unconverged = [a for a in snapshot.attributions if not a.converged]
@@ -333,7 +419,7 @@ class AlertRules:
 
     def state_dict(self) -> dict[str, Any]:
         return {"version": 1, "alerts": [a.to_dict() for a in self._alerts.values()],
-                "streaks": dict(self._streaks)}
+                "streaks": dict(self._streaks), "best_accuracy": self._best_accuracy}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore from :meth:`state_dict`; an empty mapping means no alerts yet."""
@@ -347,6 +433,8 @@ class AlertRules:
         alerts = [Alert.from_dict(a) for a in state.get("alerts", [])]
         self._alerts = {a.key: a for a in alerts}
         self._streaks = {str(k): int(v) for k, v in state.get("streaks", {}).items()}
+        best = state.get("best_accuracy")
+        self._best_accuracy = float(best) if isinstance(best, (int, float)) and not isinstance(best, bool) else None
 
 
 def _watched_occurrence(attribution: ProbeAttribution, phrase: list[str], top_k: int) -> list[dict[str, Any]]:

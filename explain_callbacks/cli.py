@@ -13,6 +13,10 @@ another sink's failures as warnings: ``check`` reports them with the alerts.
 leaned on for part of training is worth a look even if it faded. ``--active-only`` counts only
 the alerts still active at the last check. A run that was killed mid-training (status
 ``running``) is judged on the checks it wrote.
+
+Every command states the run's blind spots, one line each (``blind spot: watched 'medboard'
+appears in no probe``): what the run's options kept it from seeing. ``check --strict`` fails
+(exit 1) on them as on an alert.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from .records import SEVERITY_ORDER, Alert
 from .report import format_number, render_report, sorted_alerts
 from .rundir import RunDirError, load_summary, resolve_run_path, run_events
 from .safe_text import one_line, visible
-from .verdict import verdict
+from .verdict import blind_spots, health_line, verdict
 
 EXIT_CLEAN = 0
 EXIT_ALERTS = 1
@@ -54,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("warning", "error"),
         default="warning",
         help="lowest severity that fails the check (default: warning)",
+    )
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="also fail on blind spots: discovery without training statistics, watched words in no probe, "
+        "probes without labels",
     )
     check.add_argument(
         "--active-only",
@@ -150,7 +160,21 @@ def _check(args: argparse.Namespace) -> int:
         console.print("note: the run recorded no checks.", markup=False)
     if alerts:
         console.print(alerts_table(alerts))
+    spots = blind_spots(summary)
+    for line in spots:
+        console.print(_text(f"blind spot: {line}"), style="yellow")
+    if summary["checks"]:
+        health = health_line(summary["checks"][-1])
+        if health:
+            console.print(_text(f"last check: {health}"))
     scope = "active alerts" if args.active_only else "alerts"
+    if args.strict and spots and not failing:
+        console.print(
+            f"FAIL: {len(spots)} blind spot(s) (--strict), no {scope} at or above {args.fail_on}.",
+            style="bold red",
+            markup=False,
+        )
+        return EXIT_ALERTS
     if failing:
         console.print(
             f"FAIL: {len(failing)} {scope} at or above {args.fail_on} ({len(alerts)} alerts in all).",
@@ -183,6 +207,12 @@ def _show(args: argparse.Namespace) -> int:
     )
     alerts = sorted_alerts(run_events(summary))
     console.print(_text(" ".join(verdict(summary, alerts))), style="bold")
+    for line in blind_spots(summary):
+        console.print(_text(f"blind spot: {line}"), style="yellow")
+    if summary["checks"]:
+        health = health_line(summary["checks"][-1])
+        if health:
+            console.print(_text(f"model at the last check: {health}"))
 
     if summary["checks"]:
         console.print(drift_table(summary["checks"]))

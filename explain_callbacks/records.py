@@ -173,12 +173,15 @@ class CheckResult:
     ``drift`` holds the averaged drift figures (``vs_previous`` / ``vs_reference`` dicts of
     metric name to value, plus chance levels), ``convergence`` the relative-delta figures,
     ``token_table`` the global word table rows, ``new_alerts`` the alerts first raised at
-    this check and ``alerts`` every alert so far (updated in place).
+    this check and ``alerts`` every alert so far (updated in place). ``health`` is the
+    model's accuracy on the labelled probes and its predictions per class
+    (:func:`~explain_callbacks.alerts.probe_health`).
     """
 
     snapshot: Snapshot
     drift: dict[str, Any] = field(default_factory=dict)
     convergence: dict[str, Any] = field(default_factory=dict)
+    health: dict[str, Any] = field(default_factory=dict)
     token_table: list[dict[str, Any]] = field(default_factory=list)
     new_alerts: list[Alert] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
@@ -194,8 +197,24 @@ class CheckResult:
         for name, value in self.convergence.items():
             if isinstance(value, (int, float)) and value == value:
                 out[f"attribution/convergence/{name}"] = float(value)
+        accuracy = self.health.get("accuracy")
+        if isinstance(accuracy, (int, float)) and accuracy == accuracy:
+            out["attribution/health/accuracy"] = float(accuracy)
+        for name, count in (self.health.get("prediction_counts") or {}).items():
+            out[f"attribution/health/predicted/{str(name).replace('/', '_')}"] = float(count)
         out["attribution/alerts/active"] = float(sum(a.active for a in self.alerts))
         out["attribution/alerts/new"] = float(len(self.new_alerts))
         for name, value in self.snapshot.timings.items():
             out[f"attribution/time/{name}"] = float(value)
         return out
+
+
+DEFAULT_TOP_K = 10
+
+
+def top_rows(result: CheckResult, summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The check's top-k words (``config.top_k`` of the summary), in the order they rank by
+    (mean |share|): the words that left the top this check are not among them."""
+    top_k = (summary.get("config") or {}).get("top_k")
+    top_k = top_k if isinstance(top_k, int) and not isinstance(top_k, bool) and top_k > 0 else DEFAULT_TOP_K
+    return [row for row in result.token_table if not row.get("left")][:top_k]

@@ -33,7 +33,7 @@ from .rundir import (  # noqa: F401  (the readers are re-exported: report.load_r
     write_text_atomic,
 )
 from .safe_text import visible
-from .verdict import candidate_sentences, top_candidates, verdict
+from .verdict import blind_spots, candidate_sentences, health_line, top_candidates, verdict
 
 HEATMAP_LAST_CHECKS = 20  # heatmaps of the last N checks (plus the first) go in the report
 TRAJECTORY_WORDS = 10  # lines in the top-token trajectory plot
@@ -339,6 +339,8 @@ def report_context(run: RunData) -> dict[str, Any]:
         "notes": run.notes,
         "verdict": verdict(summary, alerts),
         "verdict_class": _verdict_class(alerts),
+        "blind_spots": blind_spots(summary),
+        "health": health_line(last_check) if last_check else None,
         "alerts": [
             {**_alert_view(a),
              "sentences": candidate_sentences({"evidence": a.evidence}, labels) if a.rule == "shortcut" else []}

@@ -429,6 +429,8 @@ _ALERT_FIELDS = {
 }
 _TOP_TOKEN_FIELDS = {"word": "str", "rank": "int", "mean_share": "num", "sum_share": "num", "n_probes": "int"}
 _STABILISATION_FIELDS = {"check_index": "int", "step": "int", "epoch": "int"}
+_HEALTH_FIELDS = {"n_probes": "int", "n_labelled": "int", "n_correct": "int", "accuracy": "num"}
+_COVERAGE_FIELDS = {"invariance_pairs": "int", "n_training_examples": "int", "n_labelled_probes": "int"}
 
 
 class _Schema:
@@ -489,6 +491,22 @@ class _Schema:
             self.fields(row, _TOP_TOKEN_FIELDS, f"{where}.top_tokens[{i}]")
         self.strings(check.get("entered"), f"{where}.entered")
         self.strings(check.get("left"), f"{where}.left")
+        health = self.obj(check.get("health"), f"{where}.health", optional=True)  # absent in older summaries
+        self.fields(health, _HEALTH_FIELDS, f"{where}.health")
+        for name in ("prediction_counts", "label_counts"):
+            self.scalars(health.get(name), f"{where}.health.{name}", "int")
+
+    def coverage(self, raw: Any) -> dict[str, Any] | None:
+        """``coverage``: the options that decide what can fire (absent in older summaries: None)."""
+        if raw is None:
+            return None
+        coverage = self.obj(raw, "coverage")
+        self.fields(coverage, _COVERAGE_FIELDS, "coverage")
+        for name in ("watch_tokens", "watched_absent"):
+            self.strings(coverage.get(name), f"coverage.{name}")
+        if not isinstance(coverage.get("training_statistics"), (bool, type(None))):
+            self.fail("coverage.training_statistics", "true, false or null")
+        return coverage
 
     def alert(self, raw: dict[str, Any], where: str) -> None:
         for name in ("rule", "severity", "message", "key"):
@@ -559,6 +577,7 @@ def load_summary(run_path: str | os.PathLike[str]) -> dict[str, Any]:
     summary["failed_checks"] = schema.strings(summary.get("failed_checks"), "failed_checks")
     summary["sink_errors"] = schema.strings(summary.get("sink_errors"), "sink_errors")
     summary["write_failures"] = schema.strings(summary.get("write_failures"), "write_failures")
+    summary["coverage"] = schema.coverage(summary.get("coverage"))
     schema.fields(summary, {"run_name": "str", "status": "str", "probe_fingerprint": "str", "n_probes": "int"}, "summary")
     summary.setdefault("run_name", run_path.name)
     summary["run_name"] = summary["run_name"] if summary["run_name"] is not None else run_path.name

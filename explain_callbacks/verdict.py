@@ -229,6 +229,44 @@ def verdict(summary: Mapping[str, Any], alerts: Sequence[Any] | None = None) -> 
     return [lead]
 
 
+# --------------------------------------------------------------------------- blind spots
+
+
+def blind_spots(summary: Mapping[str, Any]) -> list[str]:
+    """What the run could not see, one line each, from ``summary.json``'s ``coverage`` (the
+    options that decide what can fire): discovery without training statistics, watched words
+    that no probe contains, probes without labels (no accuracy, no collapse alert). A summary
+    written before ``coverage`` existed gives no lines (unknown, not clean)."""
+    coverage = summary.get("coverage")
+    if not isinstance(coverage, Mapping):
+        return []
+    lines = []
+    if coverage.get("training_statistics") is False:
+        lines.append("discovery ran without training statistics: ranking only (no shortcut alert could fire)")
+    absent = coverage.get("watched_absent")
+    for word in absent if isinstance(absent, (list, tuple)) else []:
+        lines.append(f"watched {quote(word)} appears in no probe")
+    n_probes, labelled = _count(summary.get("n_probes")), _count(coverage.get("n_labelled_probes"))
+    if labelled == 0 and n_probes:
+        lines.append("no probe has a label: accuracy not measured (only a one-class collapse could be seen)")
+    return lines
+
+
+def health_line(check: Mapping[str, Any]) -> str | None:
+    """``accuracy 94% on 32 labelled probes; predicted: positive 17, negative 15`` for one check."""
+    health = check.get("health")
+    if not isinstance(health, Mapping):
+        return None
+    counts = health.get("prediction_counts")
+    parts = []
+    accuracy, labelled = _number(health.get("accuracy")), _count(health.get("n_labelled"))
+    if accuracy is not None and labelled:
+        parts.append(f"accuracy {accuracy:.0%} on {_plural(labelled, 'labelled probe')}")
+    if isinstance(counts, Mapping) and counts:
+        parts.append("predicted: " + ", ".join(f"{name} {_count(n) or 0}" for name, n in counts.items()))
+    return "; ".join(parts) or None
+
+
 def top_candidates(
     candidates: Sequence[Any], limit: int = REPORT_CANDIDATES, first: Sequence[str] = ()
 ) -> list[tuple[int, Mapping[str, Any]]]:
@@ -244,6 +282,8 @@ def top_candidates(
 __all__ = [
     "REPORT_CANDIDATES",
     "attribution_sentence",
+    "blind_spots",
+    "health_line",
     "candidate_sentences",
     "candidate_summary",
     "insertion_sentence",

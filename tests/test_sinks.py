@@ -291,7 +291,7 @@ def test_tensorboard_sink_writes_scalars_text_histogram_and_layout(tmp_path):
     from tensorboard import plugin_util
 
     rendered = plugin_util.markdown_to_safe_html(tables[20])
-    assert rendered.count("<tr>") == 4 and rendered.count("<td>") == 3 * 5  # the pipe did not split a cell
+    assert rendered.count("<tr>") == 4 and rendered.count("<td>") == 3 * 6  # the pipe did not split a cell
 
     hist = acc.Histograms("attribution/convergence/rel_delta")
     assert [h.step for h in hist] == [10, 20]
@@ -426,7 +426,7 @@ def test_wandb_sink_logs_to_an_offline_run(tmp_path, wandb_env):
     assert [round(row["attribution/drift/vs_previous/jaccard"], 6) for row in rows] == [0.5, 0.6]
     assert [row["_step"] for row in rows] == [5, 6]  # no step= passed: W&B's counter kept going
     assert rows[1]["attribution/top_tokens"]["_type"] == "table-file"
-    assert rows[1]["attribution/top_tokens"]["nrows"] == 6  # 3 words x 2 checks
+    assert rows[1]["attribution/top_tokens"]["nrows"] == 3  # the current check's top words, not the run so far
     try:
         import explain_callbacks.report  # noqa: F401
     except ImportError:
@@ -461,3 +461,52 @@ def test_wandb_sink_without_a_run_fails_clearly_at_start(wandb_env):
         sink.start(RunInfo(name="demo", probes=make_probes()))
     with pytest.raises(ValueError, match="step_key"):
         WandbSink(step_key="attribution/step")
+
+
+def _wide_result(check_index: int):
+    """A check whose token table holds 15 words (the tracker ranks every probe word) plus one that
+    left the top: the tables must show only the top-k of this check."""
+    result = make_result(check_index, step=2 * (check_index + 1))
+    rows = [{"word": f"w{check_index}_{i}", "mean_abs_share": 0.9 - 0.05 * i, "mean_share": 0.5 - 0.01 * i,
+             "sum_share": 0.5, "n_probes": 2, "rank": i + 1} for i in range(15)]
+    rows.append({"word": "gone", "mean_abs_share": 0.01, "mean_share": 0.0, "sum_share": 0.0, "n_probes": 1,
+                 "rank": None, "left": True})
+    result.token_table = rows
+    return result
+
+
+def test_tensorboard_top_words_are_this_checks_top_k_with_mean_abs_share():
+    from explain_callbacks.sinks.tensorboard import token_table_markdown
+
+    summary = {"config": {"top_k": 10}}
+    text = token_table_markdown(_wide_result(0), summary)
+    lines = text.splitlines()
+    assert lines[0] == "| rank | word | mean abs share | mean share | sum share | probes |"
+    assert len(lines) == 2 + 10 and "gone" not in text
+    assert lines[2].startswith("| 1 | w0\\_0 | 0.9000 | 0.5000 |")
+
+
+def test_wandb_top_tokens_is_the_current_checks_top_k(tmp_path, wandb_env):
+    from explain_callbacks.sinks import WandbSink
+    from explain_callbacks.sinks.wandb import TOKEN_TABLE_COLUMNS
+
+    wandb = wandb_env
+    probes = make_probes()
+    run = wandb.init(mode="offline", dir=str(tmp_path), project="explain-callbacks-test")
+    sink = WandbSink(run=run)
+    sink.start(RunInfo(name="demo", probes=probes))
+    logged = []
+    original = run.log
+    run.log = lambda data, *a, **k: (logged.append(data), original(data, *a, **k))[1]
+    for index in range(3):
+        result = _wide_result(index)
+        sink.log_check(result, {"config": {"top_k": 10}, "checks": [], "alerts": []})
+    run.finish()
+    assert "mean_abs_share" in TOKEN_TABLE_COLUMNS
+    for index, data in enumerate(logged):
+        table = data["attribution/top_tokens"]
+        assert table.columns == TOKEN_TABLE_COLUMNS
+        assert len(table.data) == 10  # not 15 words, not 10 x (checks so far)
+        assert {row[0] for row in table.data} == {index}
+        first = dict(zip(table.columns, table.data[0]))
+        assert first["word"] == f"w{index}_0" and first["mean_abs_share"] == pytest.approx(0.9)

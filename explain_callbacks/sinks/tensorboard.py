@@ -9,7 +9,7 @@ import os
 import re
 from typing import Any
 
-from ..records import Alert, CheckResult
+from ..records import Alert, CheckResult, top_rows
 from .base import RunInfo
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
@@ -34,13 +34,14 @@ def _share(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else str(value)
 
 
-def token_table_markdown(result: CheckResult) -> str:
+def token_table_markdown(result: CheckResult, summary: dict[str, Any] | None = None) -> str:
+    """The check's top-k words with the mean |share| they are ranked by."""
     rows = [
-        [row.get("rank", i + 1), row.get("word", ""), _share(row.get("mean_share")),
+        [row.get("rank", i + 1), row.get("word", ""), _share(row.get("mean_abs_share")), _share(row.get("mean_share")),
          _share(row.get("sum_share")), row.get("n_probes", "")]
-        for i, row in enumerate(result.token_table)
+        for i, row in enumerate(top_rows(result, summary or {}))
     ]
-    return markdown_table(["rank", "word", "mean share", "sum share", "probes"], rows)
+    return markdown_table(["rank", "word", "mean abs share", "mean share", "sum share", "probes"], rows)
 
 
 def alerts_markdown(alerts: list[Alert]) -> str:
@@ -122,7 +123,7 @@ class TensorBoardSink:
         for name, value in result.scalars().items():
             writer.add_scalar(self._tag(name), value, global_step=step)
         if result.token_table:
-            writer.add_text(self._tag("attribution/top_tokens"), token_table_markdown(result), global_step=step)
+            writer.add_text(self._tag("attribution/top_tokens"), token_table_markdown(result, summary), global_step=step)
         if result.new_alerts:
             writer.add_text(self._tag("attribution/alerts"), alerts_markdown(result.new_alerts), global_step=step)
         rel_deltas = [a.rel_delta for a in result.snapshot.attributions if math.isfinite(a.rel_delta)]

@@ -14,12 +14,12 @@ import io
 import logging
 from typing import Any
 
-from ..records import Alert, CheckResult
+from ..records import Alert, CheckResult, top_rows
 from .base import RunInfo
 
 logger = logging.getLogger(__name__)
 
-TOKEN_TABLE_COLUMNS = ["check", "step", "rank", "word", "mean_share", "sum_share", "n_probes"]
+TOKEN_TABLE_COLUMNS = ["check", "step", "rank", "word", "mean_abs_share", "mean_share", "sum_share", "n_probes"]
 
 
 def _import_wandb():
@@ -37,7 +37,8 @@ class WandbSink:
     With no run given and none active, :meth:`start` raises (the monitor then logs the error
     and leaves this sink out; training goes on). Works with ``WANDB_MODE=offline`` and
     ``disabled``; ``run.alert`` is only called for online runs. ``log_tables=False`` logs
-    scalars and summary fields only (no table, no heatmap).
+    scalars and summary fields only (no table, no heatmap). ``attribution/top_tokens`` holds the
+    top-k words of the current check (a new table each check, not the run so far).
     """
 
     def __init__(self, run: Any = None, step_key: str | None = None, log_tables: bool = True):
@@ -50,7 +51,6 @@ class WandbSink:
         self.step_key = step_key
         self.log_tables = log_tables
         self.run: Any = None
-        self._token_rows: list[list[Any]] = []
 
     def start(self, run: RunInfo) -> None:
         active = self._given_run if self._given_run is not None else self._wandb.run
@@ -71,15 +71,13 @@ class WandbSink:
         if self.step_key:
             data[self.step_key] = snapshot.step
         if self.log_tables:
-            self._token_rows.extend(
+            rows = [
                 [snapshot.check_index, snapshot.step, row.get("rank", i + 1), str(row.get("word", "")),
-                 row.get("mean_share"), row.get("sum_share"), row.get("n_probes")]
-                for i, row in enumerate(result.token_table)
-            )
-            if self._token_rows:
-                data["attribution/top_tokens"] = self._wandb.Table(
-                    columns=TOKEN_TABLE_COLUMNS, data=[list(r) for r in self._token_rows]
-                )
+                 row.get("mean_abs_share"), row.get("mean_share"), row.get("sum_share"), row.get("n_probes")]
+                for i, row in enumerate(top_rows(result, summary))
+            ]
+            if rows:
+                data["attribution/top_tokens"] = self._wandb.Table(columns=TOKEN_TABLE_COLUMNS, data=rows)
             heatmap = self._heatmap(snapshot)
             if heatmap is not None:
                 data["attribution/heatmap"] = heatmap
