@@ -173,6 +173,8 @@ class AttributionDriftLogic:
 
     def _build_adapter(self, pl_module: nn.Module) -> ModelAdapter:
         extra = dict(self.options.adapter_options)
+        if self.options.max_length is not None:
+            extra.setdefault("max_length", self.options.max_length)
         layer = self.embedding_layer
         if isinstance(layer, str):
             layer = resolve_attr(pl_module, layer, "embedding_layer")
@@ -193,7 +195,7 @@ class AttributionDriftLogic:
             raise RuntimeError("AttributionDriftCallback.setup() did not run for this fit.")
         state, self._pending_state = self._pending_state, None
         options = dataclasses.replace(
-            self.options, adapter_options={}, run_name=self.options.run_name or default_run_name(trainer)
+            self.options, adapter_options={}, max_length=None, run_name=self.options.run_name or default_run_name(trainer)
         )
         probes = options.resumed_probes(state)
         if probes is None:
