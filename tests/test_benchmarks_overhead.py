@@ -59,7 +59,7 @@ def test_overhead_tiny_run_writes_both_arms_profile_and_variants(tmp_path: Path)
     parts = profile["parts_s"]
     assert all(s >= -1e-6 for s in parts.values()), parts
     assert parts["Integrated Gradients (engine.attribute besides tokenising)"] > 0
-    assert parts["counterfactual predictions (engine.predict)"] > 0 and parts["RunDirectorySink.log_check"] > 0
+    assert parts["RunDirectorySink.log_check"] > 0
     # the parts add up to the whole profiled check, which also timed itself (before its sinks ran)
     assert profile["check_wall_s"] == pytest.approx(sum(parts.values()))
     assert 0 < profile["timings_attribute_s"] < profile["timings_total_s"] < profile["check_wall_s"]
@@ -69,7 +69,9 @@ def test_overhead_tiny_run_writes_both_arms_profile_and_variants(tmp_path: Path)
     assert first["round"] == "first pass" and first["points"] == 8 * 13 and first["passes"] >= 1
     assert sum(r["passes"] for r in profile["rounds"]) == profile["passes"]["gradient"]
     assert sum(r["share_of_path_tokens"] for r in profile["rounds"]) == pytest.approx(1.0)
-    assert profile["passes"]["forward"] >= 1
+    # passes without gradients in a check are the counterfactual predictions' (labelled probes
+    # need no forward of their own, and calibration ran at set-up)
+    assert (profile["passes"]["forward"] > 0) == (parts["counterfactual predictions (engine.predict)"] > 0)
     assert 0 <= profile["probes_refined"] <= 8 and (profile["probes_refined"] > 0) == (len(profile["rounds"]) > 1)
     assert profile["finish_s"] == with_cb["hook_s"]["on_fit_end"] > 0
 
