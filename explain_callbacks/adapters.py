@@ -127,6 +127,10 @@ class ModelAdapter:
         """The value padding positions of model input ``name`` get."""
         return 0
 
+    def batch_key(self, encoded: EncodedProbe) -> Any:
+        """Probes share a batch only when this is equal (by default always)."""
+        return 0
+
     def batch(self, encoded: Sequence[EncodedProbe], width: int | None = None) -> ModelBatch:
         """Pad a group of probes on ``padding_side`` (to ``width``, default the longest);
         baselines keep special tokens and put the baseline token everywhere else."""
@@ -310,6 +314,8 @@ LAST_TOKEN_MODELS = (
     "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3", "gemma3_text", "phi", "phi3", "falcon", "mpt",
     "ctrl", "biogpt", "starcoder2", "stablelm", "olmo", "olmo2", "persimmon", "cohere", "granite",
 )
+# Encoder-decoder classification heads that pool the last <eos> of each row.
+EOS_POOLING_MODELS = ("bart", "mbart", "plbart", "mvp", "led", "t5", "mt5", "umt5", "bigbird_pegasus")
 # Model types that number positions from ``padding_idx + 1`` (RoBERTa style) or from 2.
 _POSITION_OFFSET = {"nystromformer": 2, "yoso": 2}
 _PADDING_IDX_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text", "mpnet",
@@ -431,6 +437,16 @@ class HuggingFaceAdapter(TokenizerAdapter):
         returned = [n for n in getattr(tokenizer, "model_input_names", []) if n != "input_ids"]
         wanted = ["attention_mask"] + [n for n in returned if n != "attention_mask"]
         self._arg_names = _accepted_args(core.forward, wanted)
+
+        self._eos_pooling = model_type in EOS_POOLING_MODELS
+        self._eos_id = getattr(config, "eos_token_id", None)
+
+    def batch_key(self, encoded: EncodedProbe) -> Any:
+        """BART- and T5-style heads pool the <eos> tokens and refuse a batch whose rows hold
+        different numbers of them (a text pair holds more than a single text)."""
+        if self._eos_pooling and isinstance(self._eos_id, int):
+            return encoded.input_ids.count(self._eos_id)
+        return 0
 
     def forward_arg_names(self) -> list[str]:
         return self._arg_names

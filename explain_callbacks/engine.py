@@ -325,18 +325,23 @@ class AttributionEngine:
 
     @torch.no_grad()
     def _ends(self, encoded: Sequence[EncodedProbe], alphas: Sequence[float], width: int | None = None) -> list[torch.Tensor]:
-        """Outputs (all classes) at path points ``alphas`` for each probe, one padded batch."""
-        adapter = self.adapter
-        batch = adapter.batch(list(encoded), width=width)
-        layer = adapter.embedding_layer
-        inputs, baselines = layer.forward(batch.input_ids), layer.forward(batch.baseline_ids)
-        out = []
-        for a in alphas:
-            path = baselines + a * (inputs - baselines)
-            with self._embedding_replaced(batch, path):
-                out.append(adapter.forward(batch.input_ids, *batch.forward_kwargs.values()).float().cpu())
-            _check_finite(out[-1], [e.probe.id for e in encoded])
-        return out
+        """Outputs (all classes) at path points ``alphas`` for each probe: one tensor per alpha,
+        a row per probe. With ``width``, one batch padded to it; otherwise the usual buckets."""
+        groups = [list(enumerate(encoded))] if width else list(self._groups(list(enumerate(encoded)), lambda ie: ie[1]))
+        rows: dict[int, list[torch.Tensor]] = {}
+        adapter, layer = self.adapter, self.adapter.embedding_layer
+        for group in groups:
+            batch = adapter.batch([e for _, e in group], width=width) if width else adapter.batch([e for _, e in group])
+            inputs, baselines = layer.forward(batch.input_ids), layer.forward(batch.baseline_ids)
+            outs = []
+            for a in alphas:
+                path = baselines + a * (inputs - baselines)
+                with self._embedding_replaced(batch, path):
+                    outs.append(adapter.forward(batch.input_ids, *batch.forward_kwargs.values()).float().cpu())
+                _check_finite(outs[-1], [e.probe.id for _, e in group])
+            for j, (i, _) in enumerate(group):
+                rows[i] = [o[j] for o in outs]
+        return [torch.stack([rows[i][k] for i in range(len(encoded))]) for k in range(len(alphas))]
 
     def _check_padding(self, short: EncodedProbe, width: int, cal: Calibration) -> Calibration:
         alone = self._ends([short], (0.0, 1.0))
@@ -459,20 +464,27 @@ class AttributionEngine:
             return [i for i, s in enumerate(scores.tolist()) if s > 0]
         return int(scores.argmax())
 
-    def _groups(self, items: Sequence[Any], length: Any) -> Iterable[list[Any]]:
+    def _groups(self, items: Sequence[Any], enc_of: Any) -> Iterable[list[Any]]:
         """Length buckets (at most ~10% padding) whose padded size stays within ``tokens_per_chunk``;
-        one length per bucket for a model that reads its padding.
+        one length per bucket for a model that reads its padding; one ``adapter.batch_key`` per
+        bucket (an encoder-decoder head needs as many <eos> in every row).
 
         Padding is paid at every integration step, so close lengths matter more than big groups:
         on CPU this halved the tokens per probe of a 32-probe MiniLM check."""
         mix = self.calibration is None or self.calibration.mix_lengths
-        order = sorted(items, key=length)
+        key_of = getattr(self.adapter, "batch_key", None) or (lambda _e: 0)
+
+        def length(item: Any) -> int:
+            return len(enc_of(item))
+
+        order = sorted(items, key=lambda item: (key_of(enc_of(item)), length(item)))
         group: list[Any] = []
         for item in order:
             width = length(item)
             if group:
                 first = length(group[0])
                 too_wide = width > 1.1 * first + 1 if mix else width != first
+                too_wide = too_wide or key_of(enc_of(item)) != key_of(enc_of(group[0]))
             else:
                 too_wide = False
             if group and (too_wide or (len(group) + 1) * width > self.tokens_per_chunk):
@@ -488,7 +500,7 @@ class AttributionEngine:
             return []
         out: dict[int, torch.Tensor] = {}
         with full_precision():
-            for group in self._groups(list(enumerate(encoded)), lambda ie: len(ie[1])):
+            for group in self._groups(list(enumerate(encoded)), lambda ie: ie[1]):
                 batch = self.adapter.batch([e for _, e in group])
                 logits = self.adapter.forward(batch.input_ids, *batch.forward_kwargs.values()).float().cpu()
                 _check_finite(logits, [e.probe.id for _, e in group])
@@ -553,7 +565,7 @@ class AttributionEngine:
         the embedding layer's output is replaced by ``b + alpha (x - b)`` for every row."""
         layer = self.adapter.embedding_layer
         with full_precision():
-            for group in self._groups(rows, lambda row: len(row[0].enc)):
+            for group in self._groups(rows, lambda row: row[0].enc):
                 batch = self.adapter.batch([t.enc for t, _ in group])
                 with torch.no_grad():  # a lookup, not a model pass: ``forward`` keeps the layer's hooks out of it
                     inputs, baselines = layer.forward(batch.input_ids), layer.forward(batch.baseline_ids)
@@ -578,7 +590,7 @@ class AttributionEngine:
         pending = list(tasks)
         steps = self.n_steps
         while pending:
-            for group in self._groups(pending, lambda t: len(t.enc)):
+            for group in self._groups(pending, lambda t: t.enc):
                 self._integrate_group(group, steps)
             pending = [t for t in pending if not self._converged(t)]
             steps *= 2

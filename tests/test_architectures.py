@@ -51,9 +51,6 @@ PROBES = [
     {"text": "this plot was very , very dull but the acting was fun"},
     {"text": "great movie", "text_pair": "the acting was bad"},  # token types of a pair
 ]
-# Encoder-decoder classifiers pool the <eos> tokens and need every row to hold as many of them;
-# a text pair holds two.
-SINGLE_TEXT = ("bart", "t5")
 
 
 def _base_arch(case: str) -> str:
@@ -80,7 +77,10 @@ def _build(case: str, directory):
 
 
 def _probes(case: str) -> list[dict]:
-    return [p for p in PROBES if not (_base_arch(case) in SINGLE_TEXT and "text_pair" in p)]
+    # BART and T5 pool the <eos> tokens and need as many in every row of a batch; the pair holds
+    # two, and this single text (8 tokens) is close enough to the pair's 9 to share its length bucket.
+    extra = [{"text": "great movie , bad acting !"}] if _base_arch(case) in ("bart", "t5") else []
+    return PROBES + extra
 
 
 def _embedding_module(model):
