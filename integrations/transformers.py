@@ -14,7 +14,7 @@ Hugging Face hands callbacks no reference to the Trainer, only event kwargs (``m
 it one; without it the kwargs are used, and the Trainer is looked for up the call stack only where
 the kwargs cannot serve: probes to sample from the raw ``eval_dataset`` (the dataloaders hold the
 columns the model takes, without the text), or the TensorBoard writer of ``report_to``. That
-search (``_trainer_on_stack``) logs that it was used.
+search (``trainer_on_stack``) logs that it was used.
 
 Resume: the callback is an ``ExportableState``, so the monitor's ``state_dict()`` and the probes
 are saved in each checkpoint's ``trainer_state.json`` and read back at ``on_train_begin`` of a
@@ -48,6 +48,8 @@ from explain_callbacks.monitor import AttributionMonitor
 from explain_callbacks.options import MonitorOptions
 from explain_callbacks.probes import ProbeError, ProbeSet
 from explain_callbacks.rundir import REPORT_FILE
+
+from ._trainer_support import report_targets, stored_state, trainer_on_stack, trainer_tb_writer
 
 try:  # transformers >= 4.41
     from transformers.trainer_callback import ExportableState
@@ -153,7 +155,7 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
             )
         model = kwargs["model"]
         model = getattr(model, "module", model)  # DDP's wrapper: attribute the module it trains
-        stored = _stored_state(state, type(self).__name__) if state.global_step > 0 else {}
+        stored = stored_state(state, type(self).__name__) if state.global_step > 0 else {}
         probes = self.options.resumed_probes(stored.get("resume_state"))
         if probes is None:
             probes = self._sample_probes(trainer, kwargs)
@@ -175,9 +177,9 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
         """The attached Trainer; else ``None`` when the event kwargs serve, else the stack search."""
         if self._trainer is not None:
             return self._trainer()
-        if self.options.probes is not None and "tensorboard" not in _report_to(args):
+        if self.options.probes is not None and "tensorboard" not in report_targets(args):
             return None  # model, tokenizer and training data all come with the event
-        trainer = _trainer_on_stack(self)
+        trainer = trainer_on_stack(self)
         if trainer is not None:
             log.info("AttributionDriftCallback found its Trainer up the call stack (it was not attached); "
                      "cb.attach(trainer) passes it explicitly.")
@@ -218,9 +220,9 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
             ) from None
 
     def _add_trainer_sinks(self, args: Any, trainer: Any) -> None:
-        report_to = _report_to(args)
+        report_to = report_targets(args)
         if "tensorboard" in report_to:
-            writer = _trainer_tb_writer(trainer)
+            writer = trainer_tb_writer(trainer)
             if writer is None:
                 log.warning("report_to includes tensorboard, but the Trainer's TensorBoard writer was not found; "
                             "use cb.attach(trainer) or tensorboard=True.")
@@ -303,40 +305,3 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
                 "rebuilt_without": dropped,
             },
         }
-
-
-def _report_to(args: Any) -> list[str]:
-    return [args.report_to] if isinstance(args.report_to, str) else list(args.report_to or [])
-
-
-def _stored_state(state: Any, name: str) -> dict[str, Any]:
-    """This callback's attributes in a resumed ``TrainerState`` (the first, if several were saved)."""
-    stored = (getattr(state, "stateful_callbacks", None) or {}).get(name) or {}
-    if isinstance(stored, list):
-        stored = stored[0] if stored else {}
-    return dict(stored.get("attributes") or {})
-
-
-def _trainer_on_stack(callback: Any) -> Any:
-    """Fallback only (see the module doc): the Trainer whose callback handler is calling
-    ``callback`` now, found a few frames up the call stack (no ``gc`` scan)."""
-    frame = sys._getframe(1)
-    for _ in range(12):
-        if frame is None:
-            return None
-        owner = frame.f_locals.get("self")
-        handler = getattr(owner, "callback_handler", None)
-        if handler is not None and any(cb is callback for cb in getattr(handler, "callbacks", ())):
-            return owner
-        frame = frame.f_back
-    return None
-
-
-def _trainer_tb_writer(trainer: Any) -> Any:
-    from transformers.integrations import TensorBoardCallback
-
-    handler = getattr(trainer, "callback_handler", None)
-    for cb in getattr(handler, "callbacks", ()):
-        if isinstance(cb, TensorBoardCallback) and cb.tb_writer is not None:
-            return cb.tb_writer
-    return None
