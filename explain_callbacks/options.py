@@ -56,7 +56,14 @@ class Schedule:
 
 @dataclass
 class MonitorOptions:
-    """Core options shared by the Lightning, Hugging Face and Flair integrations."""
+    """Core options shared by the Lightning, Hugging Face and Flair integrations.
+
+    Validated here once (the integrations pass their ``**options`` through; the layers below
+    trust them). ``n_steps`` / ``max_steps`` are the Integrated Gradients integration steps of
+    one check (first pass / refinement cap), not training steps: the names are kept because
+    they are ``AttributionEngine``'s public arguments (DESIGN.md) and Captum's ``n_steps``; the
+    training schedule is ``every_n_steps`` / ``every_n_epochs``.
+    """
 
     probes: Any = None
     probe_sample_size: int = 32
