@@ -123,9 +123,9 @@ class TrainingStatistics:
             )
         if texts is None and self._ids_to_words is None:
             raise ValueError("TrainingStatistics.observe: input_ids need a tokenizer (bind_tokenizer) to find words.")
-        added = 0
+        kept: list[tuple[Any, Hashable]] = []
         for row, label in zip(rows, label_rows):
-            if self.n_examples >= self.max_examples:
+            if self.n_examples + len(kept) >= self.max_examples:
                 break
             try:
                 label = as_label(label)
@@ -143,9 +143,14 @@ class TrainingStatistics:
                 continue
             if distinct:
                 self._seen.add(digest)
-            self._count(text_words(row) if texts is not None else self._ids_to_words(row), label)
-            added += 1
-        return added
+            kept.append((row, label))
+        if texts is None:  # one batched decode of the examples kept
+            words = self._ids_to_words.many([row for row, _ in kept]) if kept else []
+        else:
+            words = [text_words(row) for row, _ in kept]
+        for example_words, (_, label) in zip(words, kept):
+            self._count(example_words, label)
+        return len(kept)
 
     def _count(self, words: list[str], label: Hashable) -> None:
         self.n_examples += 1

@@ -72,7 +72,12 @@ class IdsToWords:
         return [int(i) for i in ids if i != self.pad_token_id]
 
     def __call__(self, ids: Sequence[int]) -> list[str]:
-        text = self.tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return self.many([ids])[0]
+
+    def many(self, rows: Sequence[Sequence[int]]) -> list[list[str]]:
+        """The words of several id sequences (one batched decode)."""
+        texts = self.tokenizer.batch_decode([list(r) for r in rows], skip_special_tokens=True,
+                                            clean_up_tokenization_spaces=False)
         if self.rejoin:
-            text = _SPACED_JOINER.sub(r"\1", text)
-        return text_words(text)
+            texts = [_SPACED_JOINER.sub(r"\1", t) for t in texts]
+        return [text_words(t) for t in texts]
