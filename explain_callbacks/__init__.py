@@ -3,7 +3,7 @@
 from .adapters import AdapterError, ForwardFunctionAdapter, HuggingFaceAdapter, ModelAdapter
 from .alerts import AlertRules
 from .drift import DriftTracker
-from .engine import AttributionEngine
+from .engine import AttributionEngine, NonFiniteOutputError
 from .monitor import AttributionAlertError, AttributionMonitor
 from .probes import Probe, ProbeError, ProbeSet
 from .records import Alert, CheckResult, ProbeAttribution, Snapshot
@@ -20,6 +20,7 @@ __all__ = [
     "ForwardFunctionAdapter",
     "HuggingFaceAdapter",
     "ModelAdapter",
+    "NonFiniteOutputError",
     "Probe",
     "ProbeAttribution",
     "ProbeError",
