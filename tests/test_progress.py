@@ -104,3 +104,18 @@ def test_a_real_hf_trainer_prints_one_line_per_epoch(tmp_path, capsys):
     make_trainer(tmp_path, callbacks=[callback], n_train=16).train()
     lines = _check_lines(capsys.readouterr().err)
     assert [LINE.match(line).group(1, 3) for line in lines] == [("0", "0"), ("1", "1")]
+
+
+def test_a_real_flair_fine_tune_prints_one_line_per_epoch(tmp_path, capsys):
+    pytest.importorskip("flair")
+    from flair.trainers import ModelTrainer
+
+    from _tiny_flair import PROBES, load_corpus, save_tiny_bert, text_classifier, write_corpus
+    from explain_callbacks.integrations.flair import AttributionDriftPlugin
+
+    classifier = text_classifier(save_tiny_bert(tmp_path / "bert"), corpus := load_corpus(write_corpus(tmp_path / "c")))
+    plugin = AttributionDriftPlugin(PROBES, n_steps=8, max_steps=8, run_dir=tmp_path / "runs")
+    ModelTrainer(classifier, corpus).fine_tune(tmp_path / "out", max_epochs=2, mini_batch_size=8, plugins=[plugin])
+    lines = _check_lines(capsys.readouterr().err)
+    assert [LINE.match(line).group(1) for line in lines] == ["0", "1"]
+    assert all("4 probes in" in line for line in lines)
