@@ -402,7 +402,7 @@ class AttributionMonitor:
         """Whether ``fail_on`` is met by the alerts (or failed checks) so far."""
         if self.fail_on == "never":
             return False
-        if self._failed_checks and self.fail_on == "error":
+        if self._failed_checks:  # a failed check is an error-level event, so "warning" fails too
             return True
         threshold = SEVERITY_ORDER[self.fail_on]
         return any(SEVERITY_ORDER.get(a.severity, 0) >= threshold for a in self.rules.alerts)
