@@ -424,7 +424,8 @@ class DriftTracker:
     # ----------------------------------------------------------------------- checkpointing
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain data (lists, dicts, numbers, strings; undefined figures stay ``nan``)."""
+        """Plain data (lists, dicts, numbers, strings; undefined figures stay ``nan``, and
+        :meth:`load_state_dict` reads them back from ``null`` too)."""
         return {
             "version": 1,
             "config": {
@@ -465,6 +466,18 @@ class DriftTracker:
             self._reference = Snapshot.from_dict(state["reference"])
         if state.get("previous"):
             self._previous = Snapshot.from_dict(state["previous"])
-        self.history = [dict(row) for row in state.get("history", [])]
+        # a state that went through strict JSON holds ``null`` where a figure was ``nan``
+        self.history = [{**row, "drift": _none_as_nan(row.get("drift", {}))} for row in state.get("history", [])]
         self._tracked_shares = [dict(row) for row in state.get("tracked_shares", [])]
         self._ever_top = list(state.get("ever_top", []))
+
+
+def _none_as_nan(value: Any) -> Any:
+    """Drift figures with ``None`` (strict JSON's ``null``) read back as ``nan``."""
+    if value is None:
+        return math.nan
+    if isinstance(value, Mapping):
+        return {k: _none_as_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_none_as_nan(v) for v in value]
+    return value

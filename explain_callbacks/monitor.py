@@ -456,7 +456,9 @@ class AttributionMonitor:
 
     # -------------------------------------------------------------- checkpoint
     def state_dict(self) -> dict[str, Any]:
-        return {
+        """Everything a resumed run needs, as strict JSON values (the Hugging Face callback
+        stores it in ``trainer_state.json``): undefined figures are ``None``."""
+        return json_safe({
             "schema_version": SCHEMA_VERSION,
             "run_name": self.run_name,
             "probe_fingerprint": self.probes.fingerprint,
@@ -468,7 +470,7 @@ class AttributionMonitor:
             "failed_checks": list(self._failed_checks),
             "sink_errors": list(self._sink_errors),
             "statistics": self.discovery.statistics.state_dict(self.discovery.min_count),
-        }
+        })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue a run: same probes required. The run directory resumes with it."""

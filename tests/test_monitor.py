@@ -62,9 +62,9 @@ def test_state_dict_round_trip_continues_the_history(trained, tmp_path):
     first.observe(texts=TEXTS[:32], labels=LABELS[:32])
     for step in (5, 10):
         first.check(step=step)
-    # through JSON, as the HF callback keeps it in trainer_state.json (the first check's drift
-    # figures are undefined, kept as NaN by the tracker's state)
-    state = json.loads(json.dumps(first.state_dict()))
+    # through strict JSON, as the HF callback keeps it in trainer_state.json: the first check's
+    # undefined drift figures must be null, not a bare NaN that no JSON reader accepts
+    state = json.loads(json.dumps(first.state_dict(), allow_nan=False))
     first.finish()
 
     resumed = make_monitor(trained, tmp_path, resume=True)
@@ -75,6 +75,9 @@ def test_state_dict_round_trip_continues_the_history(trained, tmp_path):
     summary = resumed.finish()
     assert [(c["check_index"], c["step"]) for c in summary["checks"]] == [(0, 5), (1, 10), (2, 15)]
     assert len(resumed.tracker.history) == 3
+    first_rbo = resumed.tracker.history[0]["drift"]["vs_previous"]["rbo"]
+    assert first_rbo != first_rbo  # null in the checkpoint reads back as nan, not None
+    resumed.tracker.stabilisation()  # computes on those figures (None would raise TypeError)
     snapshots, _notes = read_snapshots(resumed.run_path / "attributions.jsonl")
     assert [s.step for s in snapshots] == [5, 10, 15]  # one history on disk too, not two runs mixed
 
