@@ -256,15 +256,9 @@ class AlertRules:
         """Every alert so far, in the order they were first raised."""
         return list(self._alerts.values())
 
-    def evaluate(
-        self, snapshot: Snapshot, drift: Mapping[str, Any] | None = None, candidates: Sequence[Mapping[str, Any]] = ()
-    ) -> list[Alert]:
+    def evaluate(self, snapshot: Snapshot, candidates: Sequence[Mapping[str, Any]] = ()) -> list[Alert]:
         """Apply every rule to one check; return the alerts raised for the first time.
-
-        ``drift`` is the tracker's figures for this check; no current rule needs it, it is
-        taken so every rule sees the same inputs. ``candidates`` are
-        :meth:`ShortcutDiscovery.rank` rows.
-        """
+        ``candidates`` are :meth:`ShortcutDiscovery.rank` rows."""
         firing: list[tuple[str, str, str, str | None, dict[str, Any]]] = []
         firing += self._watch_token(snapshot)
         firing += self._invariance(snapshot)

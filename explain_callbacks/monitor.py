@@ -330,7 +330,7 @@ class AttributionMonitor:
         drift = self.tracker.update(snapshot)
         token_table = self.tracker.token_table(snapshot)
         self._candidates = self.discovery.rank(snapshot, predict_fn=self.engine.predict)
-        new_alerts = self.rules.evaluate(snapshot, drift, self._candidates)
+        new_alerts = self.rules.evaluate(snapshot, self._candidates)
         convergence = convergence_summary(attributions)
         health = probe_health(snapshot)
         now = time.perf_counter()

@@ -168,7 +168,7 @@ def test_a_word_that_makes_probes_wrong_counts_as_reliance_on_the_predicted_clas
     assert top["evidence"]["n_wrong_probes"] == 3
     assert "counterfactual" in top["evidence"]["basis"]  # its flips were tested
     assert top["evidence"]["flip_rate_insertion"] == 1.0
-    assert [a.token for a in AlertRules().evaluate(check, {}, candidates)] == ["zorblax"]
+    assert [a.token for a in AlertRules().evaluate(check, candidates)] == ["zorblax"]
 
 
 def test_class_words_on_wrong_probes_of_a_clean_run_stay_quiet():
@@ -177,7 +177,7 @@ def test_class_words_on_wrong_probes_of_a_clean_run_stay_quiet():
     candidates = ShortcutDiscovery(*_training(planted=False)).rank(check, predict)
     great = next(c for c in candidates if c["word"] == "great") if any(c["word"] == "great" for c in candidates) else None
     assert great is None or great["score"] < AlertRules().shortcut_min_score
-    assert AlertRules().evaluate(check, {}, candidates) == []
+    assert AlertRules().evaluate(check, candidates) == []
 
 
 # ------------------------------------------------------------------- phrases
@@ -250,11 +250,11 @@ def test_a_label_pure_word_that_no_probe_contains_is_tested_by_insertion():
     top = candidates[0]
     assert top["word"] == "zorblax" and top["evidence"]["outside_probes"] and top["evidence"]["n_probes"] == 0
     assert top["evidence"]["flip_rate_insertion"] == 1.0
-    assert [a.token for a in AlertRules().evaluate(check, {}, candidates)] == ["zorblax"]
+    assert [a.token for a in AlertRules().evaluate(check, candidates)] == ["zorblax"]
     # the same statistics, a model that does not rely on the word: nothing fires
     honest = lambda ts: [1 if "great" in t else 0 for t in ts]  # noqa: E731
     candidates = ShortcutDiscovery(texts, labels).rank(check, honest)
-    assert AlertRules().evaluate(check, {}, candidates) == []
+    assert AlertRules().evaluate(check, candidates) == []
     # and a clean run's statistics have no such word to test
     clean = ShortcutDiscovery(*_training(planted=False)).rank(check, honest)
     assert not any(c["evidence"].get("outside_probes") for c in clean)
