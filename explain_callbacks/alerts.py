@@ -188,6 +188,8 @@ class AlertRules:
         self.health_max_drop = _check_fraction("health_max_drop", health_max_drop, True)
         self.health_margin = _check_fraction("health_margin", health_margin)
         self._best_accuracy: float | None = None
+        self._predicted_several = False  # some earlier check spread its predictions over 2+ classes
+        self._one_class_checks = 0  # consecutive checks (up to this one) that predicted one class
         if isinstance(min_checks, bool) or not isinstance(min_checks, int) or min_checks < 1:
             raise ValueError(f"AlertRules: min_checks must be a positive integer, got {min_checks!r}.")
         self.min_checks = min_checks
@@ -363,7 +365,13 @@ class AlertRules:
         """One class takes every probe, or the accuracy on labelled probes collapsed."""
         predictions, labels = health["prediction_counts"], health["label_counts"]
         n, accuracy = health["n_probes"], health["accuracy"]
-        if n >= self.health_min_probes and len(predictions) == 1 and len(labels) >= 2:
+        one_class = n >= self.health_min_probes and len(predictions) == 1 and len(labels) >= 2
+        self._one_class_checks = self._one_class_checks + 1 if one_class else 0
+        collapsed = self._predicted_several
+        self._predicted_several = self._predicted_several or len(predictions) >= 2
+        # A model often predicts one class before it has learned anything: that is a collapse
+        # only after it had told classes apart, or when it still does so at the next check.
+        if one_class and (collapsed or self._one_class_checks >= 2):
             (only, _), = predictions.items()
             yield (
                 "model_health",
@@ -413,7 +421,8 @@ class AlertRules:
 
     def state_dict(self) -> dict[str, Any]:
         return {"version": 1, "alerts": [a.to_dict() for a in self._alerts.values()],
-                "streaks": dict(self._streaks), "best_accuracy": self._best_accuracy}
+                "streaks": dict(self._streaks), "best_accuracy": self._best_accuracy,
+                "predicted_several": self._predicted_several, "one_class_checks": self._one_class_checks}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore from :meth:`state_dict`; an empty mapping means no alerts yet."""
@@ -429,6 +438,9 @@ class AlertRules:
         self._streaks = {str(k): int(v) for k, v in state.get("streaks", {}).items()}
         best = state.get("best_accuracy")
         self._best_accuracy = float(best) if isinstance(best, (int, float)) and not isinstance(best, bool) else None
+        self._predicted_several = state.get("predicted_several") is True
+        one_class_checks = state.get("one_class_checks", 0)
+        self._one_class_checks = one_class_checks if isinstance(one_class_checks, int) and not isinstance(one_class_checks, bool) else 0
 
 
 def _watched_occurrence(attribution: ProbeAttribution, phrase: list[str], top_k: int) -> list[dict[str, Any]]:
