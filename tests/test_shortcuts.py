@@ -116,7 +116,7 @@ def test_planted_word_is_the_top_candidate_and_alerts(planted_run):
     json.dumps(candidates, allow_nan=False)
 
     rules = AlertRules()
-    new = rules.evaluate(check, {}, candidates)
+    new = rules.evaluate(check, candidates)
     assert [a.key for a in new] == [f"shortcut:{PLANTED}"]
     assert new[0].evidence["flip_rate_insertion"] == evidence["flip_rate_insertion"]
 
@@ -139,7 +139,7 @@ def test_clean_run_stays_below_the_alert_threshold(clean_run):
     assert max(discovery.word_statistics(w)["purity_lower"] for w in POSITIVE + NEGATIVE) < 0.8
     rules = AlertRules()
     assert max((c["score"] for c in candidates), default=0.0) < rules.shortcut_min_score
-    assert rules.evaluate(check, {}, candidates) == []
+    assert rules.evaluate(check, candidates) == []
 
 
 def test_without_training_data_candidates_rank_but_never_alert(planted_run, clean_run):
@@ -150,11 +150,11 @@ def test_without_training_data_candidates_rank_but_never_alert(planted_run, clea
     assert candidates[0]["evidence"]["basis"] == ["attribution", "counterfactual"]
     assert candidates[0]["evidence"]["train_count"] is None
     assert rules.shortcut_threshold(candidates[0]) is None  # a genuine word would look the same
-    assert rules.evaluate(check, {}, candidates) == []
+    assert rules.evaluate(check, candidates) == []
 
     _, _, predict, check = clean_run
     candidates = ShortcutDiscovery().rank(check, predict)
-    assert AlertRules().evaluate(check, {}, candidates) == []
+    assert AlertRules().evaluate(check, candidates) == []
 
 
 def test_without_predict_fn_training_evidence_alone_ranks_but_needs_more(planted_run):
@@ -170,7 +170,7 @@ def test_attribution_alone_never_alerts():
     snap = check(0, probe_texts(planted=True))
     candidates = ShortcutDiscovery().rank(snap)
     assert candidates and candidates[0]["evidence"]["basis"] == ["attribution"]
-    assert AlertRules().evaluate(snap, {}, candidates) == []
+    assert AlertRules().evaluate(snap, candidates) == []
 
 
 def test_counterfactual_cost_is_bounded(planted_run):

@@ -52,7 +52,7 @@ def test_planted_word_found_and_clean_run_quiet(trained_run, with_training_data)
     planted_rate, texts, labels, engine, check = trained_run
     discovery = ShortcutDiscovery(texts, labels) if with_training_data else ShortcutDiscovery()
     candidates = discovery.rank(check, engine.predict)
-    alerted = [a.token for a in AlertRules().evaluate(check, {}, candidates)]
+    alerted = [a.token for a in AlertRules().evaluate(check, candidates)]
     if planted_rate:
         assert candidates[0]["word"] == "zorblax"
         assert candidates[0]["evidence"]["flip_rate_insertion"] > 0.5
