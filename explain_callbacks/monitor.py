@@ -210,16 +210,25 @@ class AttributionMonitor:
     def observe_batch(self, batch: Any, epoch: int | None = None, batches_per_epoch: Any = None) -> int:
         """:meth:`observe` a training batch as a framework hands it over (see
         :func:`~.statistics.batch_examples`); ``batches_per_epoch`` (when known) spreads the
-        sample over the whole epoch. Batches without input ids and labels are skipped."""
+        sample over the whole epoch. Batches without input ids and labels are skipped. It runs
+        inside the user's epoch, so a batch it cannot read stops the gathering with a warning
+        instead of stopping training."""
         if self.statistics.complete:
             return 0
-        found = batch_examples(batch)
-        if found is None:
+        try:
+            found = batch_examples(batch)
+            if found is None:
+                return 0
+            texts, input_ids, labels = found
+            if self.statistics.n_examples == 0 and isinstance(batches_per_epoch, int):
+                self.statistics.expect(batches_per_epoch * len(labels))
+            return self.observe(texts=texts, input_ids=input_ids, labels=labels, epoch=epoch)
+        except Exception as err:
+            self.statistics.complete = True
+            log.warning("training statistics: a training batch could not be read (%s: %s); shortcut "
+                        "discovery uses the %d examples counted so far.", type(err).__name__, err,
+                        self.statistics.n_examples)
             return 0
-        texts, input_ids, labels = found
-        if self.statistics.n_examples == 0 and isinstance(batches_per_epoch, int):
-            self.statistics.expect(batches_per_epoch * len(labels))
-        return self.observe(texts=texts, input_ids=input_ids, labels=labels, epoch=epoch)
 
     def observe_dataset(self, dataset: Any, text_key: str = "text") -> int:
         """Count a training set (the same on every rank) at once, as

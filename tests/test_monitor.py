@@ -162,3 +162,19 @@ def test_observe_counts_each_training_example_once(trained):
     assert monitor.observe(texts=TEXTS[24:32], labels=LABELS[24:32], epoch=0) == 8
     assert monitor.observe(texts=TEXTS[32:40], labels=LABELS[32:40], epoch=1) == 0
     assert monitor.statistics.n_examples == 32
+
+
+def test_a_training_batch_it_cannot_read_stops_gathering_not_training(trained, caplog):
+    """observe_batch runs inside the user's epoch: a batch with 3 id rows and 2 labels is
+    logged and ends the gathering; it never raises into training."""
+    monitor = make_monitor(trained, None)
+    model, tokenizer = trained
+    good = tokenizer(TEXTS[:4], padding=True, return_tensors="pt")
+    assert monitor.observe_batch({"input_ids": good["input_ids"], "labels": torch.tensor(LABELS[:4])}, epoch=0) == 4
+    bad = {"input_ids": good["input_ids"][:3], "labels": torch.tensor(LABELS[:2])}
+    with caplog.at_level("WARNING"):
+        assert monitor.observe_batch(bad, epoch=0) == 0
+    assert "could not be read" in caplog.text
+    assert monitor.statistics.n_examples == 4
+    with pytest.raises(ValueError):  # the explicit call of a custom loop still says what is wrong
+        make_monitor(trained, None).observe(input_ids=bad["input_ids"], labels=bad["labels"])
