@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE))
 
 from tables import markdown_table  # noqa: E402
 from test_architectures import ARCHITECTURES, _build  # noqa: E402
-from _tiny import ARCH_TABLE, sentiment_data  # noqa: E402
+from helpers._tiny import ARCH_TABLE, sentiment_data  # noqa: E402
 
 from explain_callbacks import AttributionEngine, ProbeSet  # noqa: E402
 

@@ -88,7 +88,7 @@ def epoch_costs(tokenizer, n: int) -> dict:
 
 
 def check_cost(directory: Path) -> dict:
-    from _tiny import bert_tokenizer, tiny_model, train_briefly
+    from helpers._tiny import bert_tokenizer, tiny_model, train_briefly
     from test_shortcuts_tiny_bert import reviews
 
     tokenizer = bert_tokenizer(directory)

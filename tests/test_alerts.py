@@ -3,7 +3,7 @@ import logging
 
 import pytest
 
-from attribution_records import attribution, snapshot
+from helpers.attribution_records import attribution, snapshot
 from explain_callbacks.alerts import AlertRules
 from explain_callbacks.probes import ProbeSet
 from explain_callbacks.records import Alert

@@ -26,7 +26,7 @@ from captum.attr import LayerIntegratedGradients
 
 from explain_callbacks import AttributionEngine, ProbeSet
 
-from _tiny import ARCH_TABLE, arch_model, arch_tokenizer, sentiment_data, train_briefly
+from helpers._tiny import ARCH_TABLE, arch_model, arch_tokenizer, sentiment_data, train_briefly
 
 # case id -> the name the README lists
 ARCHITECTURES = {

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from _tiny import bert_tokenizer, sentiment_data, tiny_model
+from helpers._tiny import sentiment_data, tiny_model
 from explain_callbacks import AttributionEngine, AttributionMonitor
 from explain_callbacks.cli import main
 from explain_callbacks.report import render_report
@@ -20,25 +20,20 @@ MEDBOARD = "watched 'medboard' appears in no probe"
 PROBES = [{"text": "good film", "label": 1}, {"text": "bad plot", "label": 0}, {"text": "great acting", "label": 1}]
 
 
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    return bert_tokenizer(tmp_path_factory.mktemp("tok"))
-
-
-def _run(tmp_path, tok, name: str, probes=PROBES, observe: bool = False, **options):
-    engine = AttributionEngine(tiny_model("bert", tok), tok, n_steps=4, max_steps=4)
+def _run(tmp_path, bert_tok, name: str, probes=PROBES, observe: bool = False, **options):
+    engine = AttributionEngine(tiny_model("bert", bert_tok), bert_tok, n_steps=4, max_steps=4)
     monitor = AttributionMonitor(engine, probes, run_dir=tmp_path, run_name=name, verbose=False, **options)
     if observe:
         texts, labels = sentiment_data(40, seed=1)
-        enc = tok(texts, padding=True, return_tensors="pt")
+        enc = bert_tok(texts, padding=True, return_tensors="pt")
         monitor.observe(input_ids=enc["input_ids"], labels=torch.tensor(labels), epoch=0)
     monitor.check(step=5, epoch=0)
     monitor.finish()
     return monitor.run_path
 
 
-def test_summary_records_what_can_fire(tmp_path, tok):
-    run = _run(tmp_path, tok, "blind", watch_tokens=["MedBoard", "good"])
+def test_summary_records_what_can_fire(tmp_path, bert_tok):
+    run = _run(tmp_path, bert_tok, "blind", watch_tokens=["MedBoard", "good"])
     coverage = json.loads((run / "summary.json").read_text())["coverage"]
     assert coverage == {
         "watch_tokens": ["medboard", "good"],
@@ -49,12 +44,12 @@ def test_summary_records_what_can_fire(tmp_path, tok):
         "n_labelled_probes": 3,
     }
     assert load_summary(run)["coverage"] == coverage
-    seeing = json.loads((_run(tmp_path, tok, "seeing", observe=True) / "summary.json").read_text())["coverage"]
+    seeing = json.loads((_run(tmp_path, bert_tok, "seeing", observe=True) / "summary.json").read_text())["coverage"]
     assert seeing["training_statistics"] is True and seeing["n_training_examples"] == 40
 
 
-def test_check_show_and_report_state_each_blind_spot(tmp_path, tok, capsys):
-    run = _run(tmp_path, tok, "blind", watch_tokens=["MedBoard"])
+def test_check_show_and_report_state_each_blind_spot(tmp_path, bert_tok, capsys):
+    run = _run(tmp_path, bert_tok, "blind", watch_tokens=["MedBoard"])
     assert main(["check", str(run)]) == 0  # stated, not failed, without --strict
     out = capsys.readouterr().out
     assert NO_STATISTICS in out and MEDBOARD in out
@@ -68,22 +63,22 @@ def test_check_show_and_report_state_each_blind_spot(tmp_path, tok, capsys):
     assert NO_STATISTICS in page and "watched &#39;medboard&#39; appears in no probe" in page
 
 
-def test_strict_passes_a_run_without_blind_spots(tmp_path, tok, capsys):
-    run = _run(tmp_path, tok, "seeing", observe=True, watch_tokens=["good"])
+def test_strict_passes_a_run_without_blind_spots(tmp_path, bert_tok, capsys):
+    run = _run(tmp_path, bert_tok, "seeing", observe=True, watch_tokens=["good"])
     assert blind_spots(load_summary(run)) == []
     assert main(["check", str(run), "--strict", "--fail-on", "error"]) == 0  # the watched word may alert
     assert "blind spot" not in capsys.readouterr().out
 
 
-def test_unlabelled_probes_are_a_blind_spot(tmp_path, tok):
-    run = _run(tmp_path, tok, "unlabelled", probes=["good film", "bad plot"], observe=True)
+def test_unlabelled_probes_are_a_blind_spot(tmp_path, bert_tok):
+    run = _run(tmp_path, bert_tok, "unlabelled", probes=["good film", "bad plot"], observe=True)
     assert blind_spots(load_summary(run)) == [
         "no probe has a label: accuracy not measured (only a one-class collapse could be seen)"
     ]
 
 
-def test_old_summaries_without_the_fields_still_load(tmp_path, tok, capsys):
-    run = _run(tmp_path, tok, "old")
+def test_old_summaries_without_the_fields_still_load(tmp_path, bert_tok, capsys):
+    run = _run(tmp_path, bert_tok, "old")
     summary = json.loads((run / "summary.json").read_text())
     del summary["coverage"]
     for check in summary["checks"]:
@@ -99,8 +94,8 @@ def test_old_summaries_without_the_fields_still_load(tmp_path, tok, capsys):
     "field, value",
     [("watched_absent", "medboard"), ("training_statistics", "yes"), ("n_labelled_probes", 1.5)],
 )
-def test_damaged_coverage_is_refused_in_one_line(tmp_path, tok, capsys, field, value):
-    run = _run(tmp_path, tok, f"bad-{field}")
+def test_damaged_coverage_is_refused_in_one_line(tmp_path, bert_tok, capsys, field, value):
+    run = _run(tmp_path, bert_tok, f"bad-{field}")
     summary = json.loads((run / "summary.json").read_text())
     summary["coverage"][field] = value
     (run / "summary.json").write_text(json.dumps(summary))
@@ -110,8 +105,8 @@ def test_damaged_coverage_is_refused_in_one_line(tmp_path, tok, capsys, field, v
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
-def test_damaged_health_is_refused(tmp_path, tok):
-    run = _run(tmp_path, tok, "bad-health")
+def test_damaged_health_is_refused(tmp_path, bert_tok):
+    run = _run(tmp_path, bert_tok, "bad-health")
     summary = json.loads((run / "summary.json").read_text())
     summary["checks"][0]["health"]["prediction_counts"] = {"positive": "many"}
     (run / "summary.json").write_text(json.dumps(summary))

@@ -11,7 +11,7 @@ import pytest
 
 from explain_callbacks.cli import failing_alerts, main
 from explain_callbacks.records import Alert
-from rundir_factory import ATTR_BREAK, MARKUP, SCRIPT, make_alert, make_snapshot, write_run_dir
+from helpers.rundir_factory import ATTR_BREAK, MARKUP, SCRIPT, make_alert, make_snapshot, write_run_dir
 
 
 @pytest.fixture(autouse=True)

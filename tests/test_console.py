@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from attribution_records import attribution, snapshot
+from helpers.attribution_records import attribution, snapshot
 from explain_callbacks import console
 from explain_callbacks.drift import DriftTracker
 from explain_callbacks.records import Alert, CheckResult
@@ -203,7 +203,7 @@ def test_print_check_reads_at_width(width):
 @pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("wide", [False, True])
 def test_show_command_reads_at_width(tmp_path, capsys, monkeypatch, width, wide):
-    from verdict_runs import shortcut_run
+    from helpers.verdict_runs import shortcut_run
 
     from explain_callbacks.cli import main
 

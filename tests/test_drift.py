@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from attribution_records import attribution, snapshot
+from helpers.attribution_records import attribution, snapshot
 from explain_callbacks.drift import (
     DriftTracker,
     chance_jaccard,

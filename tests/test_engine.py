@@ -12,15 +12,10 @@ from captum.attr import LayerIntegratedGradients
 from explain_callbacks import AdapterError, AttributionEngine, ForwardFunctionAdapter, ProbeSet
 from explain_callbacks.isolation import isolated_from_training
 
-from _tiny import bert_tokenizer, bpe_tokenizer, sentiment_data, tiny_model, train_briefly
+from helpers._tiny import bpe_tokenizer, sentiment_data, tiny_model, train_briefly
 
 ARCHS = ["bert", "roberta", "xlm-roberta", "distilbert", "deberta-v2", "electra", "albert", "gpt2"]
 TEXTS = ["the zorblax movie was great !", "bad film", "this plot was very , very dull but the acting was fun"]
-
-
-@pytest.fixture(scope="module")
-def bert_tok(tmp_path_factory):
-    return bert_tokenizer(tmp_path_factory.mktemp("vocab"))
 
 
 @pytest.fixture(scope="module")
@@ -361,7 +356,7 @@ def test_degenerate_pad_baseline_is_detected_and_replaced(gpt_tok, caplog):
     """A from-config Llama has an all-zero pad row before an RMSNorm: the outputs jump at the
     path's start and the pad baseline never converges. The first check says so, naming
     baseline=, and integrates from another special token instead."""
-    from _tiny import arch_model
+    from helpers._tiny import arch_model
 
     model = arch_model("llama", gpt_tok)
     assert model.get_input_embeddings().weight[gpt_tok.pad_token_id].abs().sum() == 0

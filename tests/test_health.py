@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from _tiny import bert_tokenizer, tiny_model
-from attribution_records import CLASS_NAMES, attribution, snapshot
+from helpers._tiny import bert_tokenizer, tiny_model
+from helpers.attribution_records import CLASS_NAMES, attribution, snapshot
 from explain_callbacks import AttributionEngine, AttributionMonitor
 from explain_callbacks.alerts import AlertRules, probe_health
 

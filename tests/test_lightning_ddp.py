@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("lightning.pytorch")
 pytest.importorskip("transformers")
 
-SCRIPT = Path(__file__).parent / "_lightning_ddp_script.py"
+SCRIPT = Path(__file__).parent / "jobs" / "_lightning_ddp_script.py"
 DISTRIBUTED_ENV = {"LOCAL_RANK", "RANK", "GROUP_RANK", "NODE_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
                    "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"}
 

@@ -9,49 +9,44 @@ import json
 import pytest
 import torch
 
-from _tiny import bert_tokenizer, tiny_model
+from helpers._tiny import tiny_model
 from explain_callbacks.adapters import HuggingFaceAdapter
 from explain_callbacks.options import MonitorOptions
 
 LONG = "the movie was good and the plot was great and the acting was fun"
 
 
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    return bert_tokenizer(tmp_path_factory.mktemp("tok"))
-
-
-def test_max_length_truncates_as_the_model_was_trained(tok):
-    model = tiny_model("bert", tok)
+def test_max_length_truncates_as_the_model_was_trained(bert_tok):
+    model = tiny_model("bert", bert_tok)
     monitor = MonitorOptions(max_length=6, run_dir=None, verbose=False, n_steps=4, max_steps=4).build_monitor(
-        model, tok, [LONG, "bad plot"]
+        model, bert_tok, [LONG, "bad plot"]
     )
     assert monitor.config()["max_length"] == 6 and monitor.summary()["config"]["max_length"] == 6
     result = monitor.check(step=1, epoch=0)
     long = next(a for a in result.snapshot.attributions if a.text == LONG)
     assert long.truncated and len(long.tokens) == 6
     with torch.no_grad():  # the model's own forward on what training fed it (truncated to 6)
-        logits = model(**tok(LONG, truncation=True, max_length=6, return_tensors="pt")).logits[0]
+        logits = model(**bert_tok(LONG, truncation=True, max_length=6, return_tensors="pt")).logits[0]
     assert long.scores == pytest.approx(logits.tolist(), abs=1e-5)
 
 
-def test_default_is_the_tokenizer_and_model_limit(tok):
+def test_default_is_the_tokenizer_and_model_limit(bert_tok):
     monitor = MonitorOptions(run_dir=None, verbose=False, n_steps=4, max_steps=4).build_monitor(
-        tiny_model("bert", tok), tok, ["good film"]
+        tiny_model("bert", bert_tok), bert_tok, ["good film"]
     )
-    expected = HuggingFaceAdapter(tiny_model("bert", tok), tok).max_length
+    expected = HuggingFaceAdapter(tiny_model("bert", bert_tok), bert_tok).max_length
     assert monitor.config()["max_length"] == expected
 
 
-def test_a_built_adapter_refuses_max_length_next_to_it(tok):
-    adapter = HuggingFaceAdapter(tiny_model("bert", tok), tok)
+def test_a_built_adapter_refuses_max_length_next_to_it(bert_tok):
+    adapter = HuggingFaceAdapter(tiny_model("bert", bert_tok), bert_tok)
     with pytest.raises(ValueError, match="max_length= cannot be applied"):
         MonitorOptions(max_length=6, run_dir=None).build_monitor(adapter, probes=["good film"])
 
 
 def test_hf_trainer_callback_takes_max_length(tmp_path):
     pytest.importorskip("transformers")
-    from _tiny_trainer import make_trainer
+    from helpers._tiny_trainer import make_trainer
     from explain_callbacks.integrations.transformers import AttributionDriftCallback
 
     callback = AttributionDriftCallback(probes=[LONG], run_dir=tmp_path / "runs", max_length=6, n_steps=4,
@@ -63,7 +58,7 @@ def test_hf_trainer_callback_takes_max_length(tmp_path):
 
 def test_lightning_callback_takes_max_length(tmp_path):
     pl = pytest.importorskip("lightning.pytorch")
-    import _tiny_lightning as tiny
+    from helpers import _tiny_lightning as tiny
     from explain_callbacks.integrations.lightning import AttributionDriftCallback
 
     ltok = tiny.tokenizer(tmp_path)

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from _tiny import bert_tokenizer, sentiment_data, tiny_model, train_briefly
+from helpers._tiny import bert_tokenizer, sentiment_data, tiny_model, train_briefly
 from explain_callbacks import AttributionEngine
 from explain_callbacks.alerts import AlertRules
 from explain_callbacks.monitor import AttributionAlertError, AttributionMonitor

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from _tiny import bert_tokenizer, tiny_model
+from helpers._tiny import tiny_model
 from explain_callbacks import AttributionEngine, AttributionMonitor
 from explain_callbacks.options import MonitorOptions
 
@@ -17,13 +17,8 @@ LINE = re.compile(
 )
 
 
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    return bert_tokenizer(tmp_path_factory.mktemp("tok"))
-
-
-def _monitor(tok, **options):
-    engine = AttributionEngine(tiny_model("bert", tok), tok, n_steps=4, max_steps=4)
+def _monitor(bert_tok, **options):
+    engine = AttributionEngine(tiny_model("bert", bert_tok), bert_tok, n_steps=4, max_steps=4)
     return AttributionMonitor(engine, [{"text": "good film", "label": 1}, {"text": "bad plot", "label": 0}],
                               run_dir=None, **options)
 
@@ -32,8 +27,8 @@ def _check_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("attribution check")]
 
 
-def test_default_prints_one_line_per_check(tok, capsys):
-    monitor = _monitor(tok)
+def test_default_prints_one_line_per_check(bert_tok, capsys):
+    monitor = _monitor(bert_tok)
     assert MonitorOptions().verbose is True
     monitor.setup()
     monitor.check(step=5, epoch=0)
@@ -47,18 +42,18 @@ def test_default_prints_one_line_per_check(tok, capsys):
     assert all("\n" not in line and len(line) < 300 for line in lines)
 
 
-def test_verbose_false_is_silent_and_full_prints_the_table(tok, capsys):
-    _monitor(tok, verbose=False).check(step=5, epoch=0)
+def test_verbose_false_is_silent_and_full_prints_the_table(bert_tok, capsys):
+    _monitor(bert_tok, verbose=False).check(step=5, epoch=0)
     assert capsys.readouterr().err == ""
-    _monitor(tok, verbose="full").check(step=5, epoch=0)
+    _monitor(bert_tok, verbose="full").check(step=5, epoch=0)
     err = capsys.readouterr().err
     assert "top words:" in err and "overlap prev" in err
     with pytest.raises(ValueError, match="verbose"):
-        _monitor(tok, verbose="loud")
+        _monitor(bert_tok, verbose="loud")
 
 
-def test_new_alerts_are_on_the_line(tok, capsys):
-    monitor = _monitor(tok, watch_tokens=["good"])
+def test_new_alerts_are_on_the_line(bert_tok, capsys):
+    monitor = _monitor(bert_tok, watch_tokens=["good"])
     result = monitor.check(step=5, epoch=0)
     line = _check_lines(capsys.readouterr().err)[0]
     if result.new_alerts:  # a barely trained model may or may not lean on it; the line says which
@@ -67,8 +62,8 @@ def test_new_alerts_are_on_the_line(tok, capsys):
         assert "no alert" in line
 
 
-def test_time_since_the_previous_check_is_recorded(tok):
-    monitor = _monitor(tok, verbose=False)
+def test_time_since_the_previous_check_is_recorded(bert_tok):
+    monitor = _monitor(bert_tok, verbose=False)
     monitor.setup()
     first = monitor.check(step=5, epoch=0)
     second = monitor.check(step=10, epoch=1)
@@ -80,23 +75,23 @@ def test_time_since_the_previous_check_is_recorded(tok):
 
 def test_a_real_lightning_fit_prints_one_line_per_epoch(tmp_path, capsys):
     pl = pytest.importorskip("lightning.pytorch")
-    import _tiny_lightning as tiny
+    from helpers import _tiny_lightning as tiny
     from explain_callbacks.integrations.lightning import AttributionDriftCallback
 
     TextClassifier = tiny.module_classes(pl)[0]
-    tok = tiny.tokenizer(tmp_path)
-    callback = AttributionDriftCallback(tok, ["the movie was great", "this film was awful"], run_dir=tmp_path / "runs",
+    bert_tok = tiny.tokenizer(tmp_path)
+    callback = AttributionDriftCallback(bert_tok, ["the movie was great", "this film was awful"], run_dir=tmp_path / "runs",
                                         n_steps=8, max_steps=8)
     trainer = tiny.trainer(pl, tmp_path, callbacks=[callback], max_epochs=2)
-    trainer.fit(TextClassifier(len(tok)), tiny.loader(tiny.reviews(16), tok),
-                tiny.loader(tiny.reviews(8, seed=1), tok))
+    trainer.fit(TextClassifier(len(bert_tok)), tiny.loader(tiny.reviews(16), bert_tok),
+                tiny.loader(tiny.reviews(8, seed=1), bert_tok))
     lines = _check_lines(capsys.readouterr().err)
     assert [LINE.match(line).group(1, 3) for line in lines] == [("0", "0"), ("1", "1")]
 
 
 def test_a_real_hf_trainer_prints_one_line_per_epoch(tmp_path, capsys):
     pytest.importorskip("transformers")
-    from _tiny_trainer import make_trainer
+    from helpers._tiny_trainer import make_trainer
     from explain_callbacks.integrations.transformers import AttributionDriftCallback
 
     callback = AttributionDriftCallback(probes=["good film", "bad plot"], run_dir=tmp_path / "runs", n_steps=8,
@@ -110,7 +105,7 @@ def test_a_real_flair_fine_tune_prints_one_line_per_epoch(tmp_path, capsys):
     pytest.importorskip("flair")
     from flair.trainers import ModelTrainer
 
-    from _tiny_flair import PROBES, load_corpus, save_tiny_bert, text_classifier, write_corpus
+    from helpers._tiny_flair import PROBES, load_corpus, save_tiny_bert, text_classifier, write_corpus
     from explain_callbacks.integrations.flair import AttributionDriftPlugin
 
     classifier = text_classifier(save_tiny_bert(tmp_path / "bert"), corpus := load_corpus(write_corpus(tmp_path / "c")))

@@ -19,7 +19,7 @@ from explain_callbacks.report import (
     render_report,
     share_background,
 )
-from rundir_factory import (
+from helpers.rundir_factory import (
     ATTR_BREAK,
     DOLLAR,
     MARKUP,

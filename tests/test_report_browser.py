@@ -15,8 +15,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from sink_records import make_result, make_summary
-from verdict_runs import shortcut_run
+from helpers.sink_records import make_result, make_summary
+from helpers.verdict_runs import shortcut_run
 
 from explain_callbacks.probes import ProbeSet
 from explain_callbacks.sinks import RunDirectorySink, RunInfo

@@ -19,7 +19,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from sink_records import make_probes, make_result, make_summary
+from helpers.sink_records import make_probes, make_result, make_summary
 
 from explain_callbacks.cli import main as cli_main
 from explain_callbacks.rundir import (
@@ -58,7 +58,7 @@ def test_disk_full_then_freed_loses_one_check_and_corrupts_nothing(tmp_path):
         f"""
         import json, resource, signal, sys
         sys.path.insert(0, {str(TESTS_DIR)!r})
-        from sink_records import make_probes, make_result, make_summary
+        from helpers.sink_records import make_probes, make_result, make_summary
         from explain_callbacks.sinks import RunDirectorySink, RunInfo
 
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
@@ -175,7 +175,7 @@ def test_the_claim_holds_across_processes_and_ends_with_the_process(tmp_path):
         f"""
         import sys
         sys.path.insert(0, {str(TESTS_DIR)!r})
-        from sink_records import make_probes
+        from helpers.sink_records import make_probes
         from explain_callbacks.sinks import RunDirectorySink, RunInfo
 
         sink = RunDirectorySink({str(tmp_path)!r}, name="shared", render_report=False)
@@ -213,7 +213,7 @@ def test_default_run_names_are_unique_and_touch_no_global_rng():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from _tiny import bert_tokenizer, tiny_model
+    from helpers._tiny import bert_tokenizer, tiny_model
 
     tok = bert_tokenizer(tmp_path_factory.mktemp("tok"))
     return tiny_model("bert", tok), tok

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from attribution_records import attribution, snapshot
+from helpers.attribution_records import attribution, snapshot
 from explain_callbacks.alerts import AlertRules
 from explain_callbacks.shortcuts import ShortcutDiscovery, training_words, wilson_lower_bound
 

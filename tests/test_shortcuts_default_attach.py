@@ -11,7 +11,7 @@ import random
 import pytest
 import torch
 
-from _tiny import FILLER, NEGATIVE, POSITIVE, bert_tokenizer
+from helpers._tiny import FILLER, NEGATIVE, POSITIVE
 
 pytestmark = pytest.mark.slow
 FAST = dict(n_steps=16, max_steps=16)
@@ -41,15 +41,10 @@ def shortcut_alerts(run_path):
     return [a["token"] for a in summary["alerts"] if a["rule"] == "shortcut"], summary
 
 
-@pytest.fixture(scope="module")
-def tok(tmp_path_factory):
-    return bert_tokenizer(tmp_path_factory.mktemp("vocab"))
-
-
 @pytest.mark.parametrize("source", ["text-dataset", "tuple-batches"])
-def test_lightning_callback_alerts_with_nothing_passed(tmp_path, tok, source):
+def test_lightning_callback_alerts_with_nothing_passed(tmp_path, bert_tok, source):
     pl = pytest.importorskip("lightning.pytorch")
-    import _tiny_lightning as tiny
+    from helpers import _tiny_lightning as tiny
     from explain_callbacks.integrations.lightning import AttributionDriftCallback
 
     TextClassifier, _, _ = tiny.module_classes(pl)
@@ -63,13 +58,13 @@ def test_lightning_callback_alerts_with_nothing_passed(tmp_path, tok, source):
 
     rows = reviews(600, seed=1, planted_rate=0.12)
     if source == "text-dataset":
-        model, train = TextClassifier(len(tok), lr=1e-3), tiny.loader(rows, tok, batch_size=16)
+        model, train = TextClassifier(len(bert_tok), lr=1e-3), tiny.loader(rows, bert_tok, batch_size=16)
     else:  # pre-tokenised tensors: only the batches show the words
-        enc = tok([r["text"] for r in rows], padding=True, return_tensors="pt")
+        enc = bert_tok([r["text"] for r in rows], padding=True, return_tensors="pt")
         data = torch.utils.data.TensorDataset(enc["input_ids"], enc["attention_mask"],
                                               torch.tensor([r["label"] for r in rows]))
-        model, train = TupleBatches(len(tok), lr=1e-3), torch.utils.data.DataLoader(data, batch_size=16)
-    callback = AttributionDriftCallback(tok, PROBES, run_dir=tmp_path / "runs", run_name="planted", **FAST)
+        model, train = TupleBatches(len(bert_tok), lr=1e-3), torch.utils.data.DataLoader(data, batch_size=16)
+    callback = AttributionDriftCallback(bert_tok, PROBES, run_dir=tmp_path / "runs", run_name="planted", **FAST)
     trainer = tiny.trainer(pl, tmp_path, max_epochs=4, callbacks=[callback])
     trainer.fit(model, train)
     assert callback.monitor.statistics.n_examples == 600
@@ -81,25 +76,25 @@ def test_lightning_callback_alerts_with_nothing_passed(tmp_path, tok, source):
 
 
 @pytest.mark.parametrize("keep_text", [True, False], ids=["text-column", "input-ids-column"])
-def test_trainer_callback_alerts_with_nothing_passed(tmp_path, tok, keep_text):
+def test_trainer_callback_alerts_with_nothing_passed(tmp_path, bert_tok, keep_text):
     datasets = pytest.importorskip("datasets")
     from transformers import Trainer
 
-    from _tiny import tiny_model
-    from _tiny_trainer import training_args
+    from helpers._tiny import tiny_model
+    from helpers._tiny_trainer import training_args
     from explain_callbacks.integrations.transformers import AttributionDriftCallback
 
     def tokenized(rows):
-        ds = datasets.Dataset.from_list(rows).map(lambda b: tok(b["text"], truncation=True), batched=True)
+        ds = datasets.Dataset.from_list(rows).map(lambda b: bert_tok(b["text"], truncation=True), batched=True)
         return ds if keep_text else ds.remove_columns("text")
 
     callback = AttributionDriftCallback(PROBES, run_dir=tmp_path / "runs", run_name="planted", **FAST)
     trainer = Trainer(
-        model=tiny_model("bert", tok, seed=0),
+        model=tiny_model("bert", bert_tok, seed=0),
         args=training_args(tmp_path / "out", num_train_epochs=4, per_device_train_batch_size=16, learning_rate=1e-3),
         train_dataset=tokenized(reviews(600, seed=1, planted_rate=0.12)),
         eval_dataset=tokenized(reviews(32, seed=2, planted_rate=0.12)),
-        processing_class=tok,
+        processing_class=bert_tok,
         callbacks=[callback],
     )
     trainer.train()

@@ -9,8 +9,8 @@ import random
 import pytest
 import torch
 
-from _tiny import bert_tokenizer, sentiment_data
-from attribution_records import attribution, snapshot
+from helpers._tiny import bert_tokenizer, sentiment_data
+from helpers.attribution_records import attribution, snapshot
 from explain_callbacks.alerts import AlertRules
 from explain_callbacks.shortcuts import ShortcutDiscovery
 from explain_callbacks.statistics import TrainingStatistics, batch_examples, dataset_examples
@@ -263,7 +263,7 @@ def test_a_label_pure_word_that_no_probe_contains_is_tested_by_insertion():
 # ------------------------------------------------------------------ the monitor owns them
 
 def test_the_monitor_observes_custom_loop_batches_and_checkpoints_the_statistics(tok):
-    from _tiny import tiny_model
+    from helpers._tiny import tiny_model
     from explain_callbacks.engine import AttributionEngine
     from explain_callbacks.monitor import AttributionMonitor
 

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from _tiny import FILLER, NEGATIVE, POSITIVE, bert_tokenizer, tiny_model, train_briefly
+from helpers._tiny import FILLER, NEGATIVE, POSITIVE, bert_tokenizer, tiny_model, train_briefly
 from explain_callbacks.alerts import AlertRules
 from explain_callbacks.engine import AttributionEngine
 from explain_callbacks.probes import ProbeSet

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sink_records import HOSTILE_TEXT, make_probes, make_result, make_summary
+from helpers.sink_records import HOSTILE_TEXT, make_probes, make_result, make_summary
 
 from explain_callbacks.probes import ProbeSet
 from explain_callbacks.records import Snapshot
@@ -221,7 +221,7 @@ def test_a_run_killed_mid_training_leaves_a_readable_directory(tmp_path):
         f"""
         import os, signal, sys
         sys.path.insert(0, {str(TESTS_DIR)!r})
-        from sink_records import make_probes, make_result, make_summary
+        from helpers.sink_records import make_probes, make_result, make_summary
         from explain_callbacks.sinks import RunDirectorySink, RunInfo
 
         probes = make_probes()

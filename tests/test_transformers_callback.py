@@ -14,7 +14,7 @@ import torch
 
 pytest.importorskip("transformers")
 
-from _tiny_trainer import ReviewDataset, make_trainer, review_rows  # noqa: E402
+from helpers._tiny_trainer import ReviewDataset, make_trainer, review_rows  # noqa: E402
 
 from explain_callbacks.integrations.transformers import AttributionDriftCallback  # noqa: E402
 from explain_callbacks.monitor import AttributionAlertError  # noqa: E402
@@ -258,8 +258,8 @@ def test_probes_from_a_datasets_dataset_keep_their_text_column(tmp_path):
     import datasets  # a test dependency: this test must not skip
     from transformers import Trainer
 
-    from _tiny import bert_tokenizer, tiny_model
-    from _tiny_trainer import review_rows, training_args
+    from helpers._tiny import bert_tokenizer, tiny_model
+    from helpers._tiny_trainer import review_rows, training_args
 
     tokenizer = bert_tokenizer(tmp_path)
 
@@ -341,7 +341,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_torchrun_two_processes_check_together_and_log_once(tmp_path):
-    script = Path(__file__).with_name("_trainer_ddp_job.py")
+    script = Path(__file__).parent / "jobs" / "_trainer_ddp_job.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
            str(_free_port()), str(script), str(tmp_path)]

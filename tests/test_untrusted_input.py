@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 
 import pytest
-from rundir_factory import make_alert, write_run_dir
+from helpers.rundir_factory import make_alert, write_run_dir
 
 from explain_callbacks.cli import main
 from explain_callbacks.report import render_report

@@ -6,8 +6,8 @@ import re
 from html import unescape
 
 import pytest
-from rundir_factory import SCRIPT
-from verdict_runs import LABELS, candidate, clean_run, convergence_info, shortcut_alert, shortcut_candidates, shortcut_run
+from helpers.rundir_factory import SCRIPT
+from helpers.verdict_runs import LABELS, candidate, clean_run, convergence_info, shortcut_alert, shortcut_candidates, shortcut_run
 
 from explain_callbacks.report import render_report
 from explain_callbacks.rundir import load_summary

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rundir_factory import write_run_dir
+from .rundir_factory import write_run_dir
 
 from explain_callbacks.records import Alert
 

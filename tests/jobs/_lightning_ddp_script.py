@@ -1,6 +1,6 @@
 """Train the tiny classifier with the callback, on one process or with DDP on CPU (gloo).
 
-Run by tests/test_lightning_ddp.py as ``python _lightning_ddp_script.py OUT_DIR DEVICES``;
+Run by tests/test_lightning_ddp.py as ``python tests/jobs/_lightning_ddp_script.py OUT_DIR DEVICES``;
 Lightning's DDP launcher starts the second rank by running this script again. Each rank that
 sees AttributionAlertError after fit writes ``raised_rank<N>.txt``.
 """
@@ -15,11 +15,11 @@ import torch
 
 from torch.utils.data import DataLoader, DistributedSampler
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the helpers package
 
 import lightning.pytorch as pl  # noqa: E402
 
-import _tiny_lightning as tiny  # noqa: E402
+from helpers import _tiny_lightning as tiny  # noqa: E402
 from explain_callbacks.alerts import AlertRules  # noqa: E402
 from explain_callbacks.integrations.lightning import AttributionDriftCallback  # noqa: E402
 from explain_callbacks.monitor import AttributionAlertError  # noqa: E402

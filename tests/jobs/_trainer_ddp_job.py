@@ -1,6 +1,7 @@
 """Run under ``torchrun --nproc_per_node 2``: a CPU DDP Trainer run with the callback.
 
-Usage: ``python -m torch.distributed.run --nproc_per_node 2 _trainer_ddp_job.py TMP_DIR``.
+Usage: ``python -m torch.distributed.run --nproc_per_node 2 tests/jobs/_trainer_ddp_job.py TMP_DIR`` with
+``PYTHONPATH=tests`` (the helpers package).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from _tiny_trainer import make_trainer
+from helpers._tiny_trainer import make_trainer
 
 from explain_callbacks.integrations.transformers import AttributionDriftCallback
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _tiny import bert_tokenizer, sentiment_data, tiny_model
+from ._tiny import bert_tokenizer, sentiment_data, tiny_model
 
 
 def review_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
