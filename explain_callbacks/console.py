@@ -200,13 +200,11 @@ def alert_line(alert: Alert):
 
 def drift_table(checks: Sequence[Mapping[str, Any]]):
     """The checks in five figures each: check, step, epoch, overlap (RBO) with the previous
-    check, how the top words changed, share converged, and an error where the check failed."""
+    check, how the top words changed, share converged. A failed check has no row: it is an
+    error-level event (``failed_checks``), listed with the alerts."""
     table = _table("Drift per check", caption=LEGEND)
     for header in ("check", "step", "epoch", "overlap prev", "top words", "converged"):
         _figure_column(table, header)
-    has_error = any(c.get("error") for c in checks)
-    if has_error:
-        _text_column(table, "error", ratio=1)
     for i, check in enumerate(checks):
         drift = check.get("drift") or {}
         prev = drift.get("vs_previous") or {}
@@ -219,10 +217,7 @@ def drift_table(checks: Sequence[Mapping[str, Any]]):
             word_change(check.get("entered"), check.get("left"), first=i == 0),
             percent(convergence.get("share_converged")),
         ]
-        cells = [text(v) for v in row]
-        if has_error:
-            cells.append(text(check.get("error") or ""))
-        table.add_row(*cells)
+        table.add_row(*(text(v) for v in row))
     return table
 
 

@@ -215,6 +215,8 @@ class DriftTracker:
 
     Only the reference and previous snapshots are kept, plus small per-check aggregates
     (``history``, and the mean shares of the top ``track_depth`` words for ``trajectories``).
+    ``history`` is the run's one record of its checks: the monitor adds its own per-check
+    figures to each row with :meth:`annotate`, and ``summary.json`` lists these rows.
 
     ``stability_metric`` (``"rbo"``, ``"jaccard"``, ``"kendall_tau"`` or ``"cosine"``) and
     ``stability_threshold`` define "stable": ``1 - metric(vs previous) < threshold``.
@@ -316,6 +318,15 @@ class DriftTracker:
             self._reference = snapshot
         self._previous = snapshot
         return {**drift, "per_probe": per_probe}
+
+    def annotate(self, check_index: int, **fields: Any) -> None:
+        """Add a caller's figures of check ``check_index`` to its history row (the monitor's
+        convergence, health and timings), so one history holds each check, and
+        :meth:`state_dict` stores it once. A check the history does not hold is ignored."""
+        for row in reversed(self.history):
+            if row["check_index"] == check_index:
+                row.update(fields)
+                return
 
     def token_table(self, snapshot: Snapshot) -> list[dict[str, Any]]:
         """The global word table of one check, best first.

@@ -27,6 +27,7 @@ from .rundir import REPORT_FILE, default_run_name
 from .shortcuts import ShortcutDiscovery
 from .statistics import DEFAULT_MAX_EXAMPLES, TrainingStatistics, batch_examples, dataset_examples
 from .words import adjacent_pairs, text_words
+from .validation import positive_int
 from .sinks.base import RunInfo, Sink
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,7 @@ class AttributionMonitor:
             raise TypeError(f"engine must be an AttributionEngine, got {type(engine).__name__}.")
         if fail_on not in FAIL_ON:
             raise ValueError(f"fail_on must be one of {FAIL_ON}, got {fail_on!r}.")
-        if not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be a positive int, got {top_k!r}.")
+        positive_int(top_k, "top_k", "AttributionMonitor")
         if verbose not in VERBOSE:
             raise ValueError(f"verbose must be True (one line per check), 'full' or False, got {verbose!r}.")
         for sink in sinks:
@@ -120,7 +120,6 @@ class AttributionMonitor:
             self.run_dir_sink = RunDirectorySink(run_dir, name=self.run_name, resume=resume)
             self.sinks.append(self.run_dir_sink)
         self.sinks.extend(sinks)
-        self._checks: list[dict[str, Any]] = []
         self._candidates: list[dict[str, Any]] = []
         self._failed_checks: list[str] = []
         self._sink_errors: list[str] = []
@@ -182,7 +181,8 @@ class AttributionMonitor:
             if sink is self.run_dir_sink:
                 sink.start(info)  # a refused run directory must stop set-up, not be skipped
                 if self._restored:  # drop checks made after the checkpoint we resumed from
-                    last = self._checks[-1]["check_index"] if self._checks else -1
+                    history = self.tracker.history
+                    last = history[-1]["check_index"] if history else -1
                     sink.truncate_after_check(last, self.summary())
             else:
                 self._call_sink(sink, "start", info)
@@ -330,38 +330,27 @@ class AttributionMonitor:
         self, attributions: list[ProbeAttribution], step: int, epoch: int | None, attribute_s: float, started: float
     ) -> CheckResult:
         snapshot = Snapshot(
-            check_index=len(self._checks),
+            check_index=len(self.tracker.history),
             step=int(step),
             epoch=None if epoch is None else int(epoch),
             attributions=attributions,
             created_at=time.time(),
         )
-        drift = self.tracker.update(snapshot)
-        token_table = self.tracker.token_table(snapshot)
+        # what can fail (discovery runs the model) comes before the tracker records the check,
+        # so a failed evaluation leaves no history row behind
         self._candidates = self.discovery.rank(snapshot, predict_fn=self.engine.predict)
         new_alerts = self.rules.evaluate(snapshot, self._candidates)
         convergence = convergence_summary(attributions)
         health = probe_health(snapshot)
+        drift = self.tracker.update(snapshot)
+        token_table = self.tracker.token_table(snapshot)
         now = time.perf_counter()
         snapshot.timings = {"attribute_s": attribute_s, "total_s": now - started}
         if self._last_check_end is not None:  # training time plus this check, since the last one
             snapshot.timings["since_previous_s"] = now - self._last_check_end
         self._last_check_end = now
-        entry = self.tracker.history[-1]
-        self._checks.append(
-            {
-                "check_index": snapshot.check_index,
-                "step": snapshot.step,
-                "epoch": snapshot.epoch,
-                "error": None,
-                "drift": {k: v for k, v in drift.items() if k != "per_probe"},
-                "convergence": convergence,
-                "health": health,
-                "top_tokens": entry.get("top_tokens", token_table[: self.top_k]),
-                "entered": entry.get("entered", []),
-                "left": entry.get("left", []),
-                "timings": dict(snapshot.timings),
-            }
+        self.tracker.annotate(
+            snapshot.check_index, convergence=convergence, health=health, timings=dict(snapshot.timings)
         )
         return CheckResult(
             snapshot=snapshot,
@@ -384,7 +373,7 @@ class AttributionMonitor:
             "probe_fingerprint": self.probes.fingerprint,
             "n_probes": len(self.probes),
             "config": self.config(),
-            "checks": list(self._checks),
+            "checks": self.tracker.history,  # one row per check: drift, top words, and the fields annotate() added
             "alerts": [a.to_dict() for a in self.rules.alerts],
             "candidates": list(self._candidates),
             "stabilisation": self.tracker.stabilisation(),
@@ -473,8 +462,7 @@ class AttributionMonitor:
             "probe_fingerprint": self.probes.fingerprint,
             "engine": self.engine.state_dict(),
             "tracker": self.tracker.state_dict(),
-            "rules": self.rules.state_dict(),
-            "checks": list(self._checks),
+            "rules": self.rules.state_dict(),  # the check history is the tracker's, stored once
             "candidates": list(self._candidates),
             "failed_checks": list(self._failed_checks),
             "sink_errors": list(self._sink_errors),
@@ -492,12 +480,14 @@ class AttributionMonitor:
             )
         self.engine.load_state_dict(state.get("engine", {}))
         self.tracker.load_state_dict(state.get("tracker", {}))
+        for old in state.get("checks") or []:  # a checkpoint from before the history had one owner
+            fields = ("convergence", "health", "timings")
+            self.tracker.annotate(old.get("check_index"), **{k: old[k] for k in fields if k in old})
         self.rules.load_state_dict(state.get("rules", {}))
         if state.get("statistics"):
             self.statistics.load_state_dict(state["statistics"])
             self.statistics.add_pairs(_probe_pairs(self.probes, self.rules))
             self.discovery.statistics = self.statistics
-        self._checks = list(state.get("checks", []))
         self._candidates = list(state.get("candidates", []))
         self._failed_checks = list(state.get("failed_checks", []))
         self._sink_errors = list(state.get("sink_errors", []))

@@ -284,7 +284,6 @@ def _check_row(check: dict[str, Any]) -> dict[str, Any]:
         "check_index": check.get("check_index"),
         "step": check.get("step"),
         "epoch": check.get("epoch"),
-        "error": check.get("error"),
         "vs_previous": {m: format_number((drift.get("vs_previous") or {}).get(m)) for m in DRIFT_METRICS},
         "vs_reference": {m: format_number((drift.get("vs_reference") or {}).get(m)) for m in DRIFT_METRICS},
         "chance_jaccard": format_number(drift.get("chance_jaccard")),

@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable
 
 from .probes import Probe, ProbeError, ProbeSet
 from .records import SCHEMA_VERSION, SEVERITY_ORDER, Alert, Snapshot, json_safe
+from .validation import is_int
 
 logger = logging.getLogger(__name__)
 
@@ -404,7 +405,7 @@ _STR = "a string or null"
 
 
 def _is_int(v: Any) -> bool:
-    return v is None or (isinstance(v, int) and not isinstance(v, bool))
+    return v is None or is_int(v)
 
 
 def _is_num(v: Any) -> bool:
@@ -421,7 +422,7 @@ def _is_scalar(v: Any) -> bool:
 
 _CHECKS = {"int": (_is_int, _INT), "num": (_is_num, _NUM), "str": (_is_str, _STR), "scalar": (_is_scalar, "a plain value")}
 
-_CHECK_FIELDS = {"check_index": "int", "step": "int", "epoch": "int", "error": "str"}
+_CHECK_FIELDS = {"check_index": "int", "step": "int", "epoch": "int"}  # older summaries' per-check "error" (always null) is ignored
 _ALERT_FIELDS = {
     "rule": "str", "message": "str", "key": "str", "token": "str",
     "first_step": "int", "first_epoch": "int", "first_check": "int",

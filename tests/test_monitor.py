@@ -13,7 +13,8 @@ from helpers._tiny import bert_tokenizer, sentiment_data, tiny_model, train_brie
 from explain_callbacks import AttributionEngine
 from explain_callbacks.alerts import AlertRules
 from explain_callbacks.monitor import AttributionAlertError, AttributionMonitor
-from explain_callbacks.rundir import read_snapshots
+from explain_callbacks.cli import main as cli_main
+from explain_callbacks.rundir import load_summary, read_snapshots
 
 TEXTS, LABELS = sentiment_data(64, seed=1)
 PROBES = [{"id": f"p{i}", "text": t, "label": l} for i, (t, l) in enumerate(zip(TEXTS[:6], LABELS[:6]))]
@@ -82,8 +83,72 @@ def test_state_dict_round_trip_continues_the_history(trained, tmp_path):
     assert [s.step for s in snapshots] == [5, 10, 15]  # one history on disk too, not two runs mixed
 
     again = resumed.state_dict()
-    assert [c["step"] for c in again["checks"]] == [5, 10, 15]
+    assert [c["step"] for c in again["tracker"]["history"]] == [5, 10, 15]
     assert again["statistics"] == json.loads(json.dumps(again["statistics"], allow_nan=False))
+
+
+def test_the_checkpoint_holds_each_check_once_and_an_old_one_with_two_copies_loads(trained, tmp_path):
+    first = make_monitor(trained, tmp_path)
+    for step in (5, 10):
+        first.check(step=step)
+    state = json.loads(json.dumps(first.state_dict(), allow_nan=False))
+    # one row per check in the whole checkpoint: the history is the tracker's, and the monitor's
+    # figures of a check (convergence, health, timings) are in that row, not in a second list
+    assert json.dumps(state).count('"top_tokens"') == 2 and "checks" not in state
+    history = state["tracker"]["history"]
+    assert [sorted(row) for row in history] == [sorted(c) for c in first.summary()["checks"]]
+    assert all(row["convergence"] and row["health"] and row["timings"] for row in history)
+    expected = first.summary()["checks"]
+    first.finish()
+
+    # a checkpoint written before: tracker rows without the monitor's figures, and "checks" with them
+    old = json.loads(json.dumps(state))
+    old["checks"] = [{**row, "error": None} for row in expected]
+    for row in old["tracker"]["history"]:
+        for name in ("convergence", "health", "timings"):
+            del row[name]
+    resumed = make_monitor(trained, tmp_path, resume=True)
+    resumed.load_state_dict(old)
+    assert resumed.summary()["checks"] == expected
+    resumed.check(step=15)
+    assert [(c["check_index"], c["step"]) for c in resumed.finish()["checks"]] == [(0, 5), (1, 10), (2, 15)]
+    assert json.dumps(resumed.state_dict()).count('"top_tokens"') == 3
+
+
+def test_a_failed_check_is_an_event_not_a_row_and_old_error_fields_still_load(trained, tmp_path, capsys, monkeypatch):
+    """No check row carries the dead per-check ``error``; the failure is in ``failed_checks``,
+    which ``check`` reports. Summaries written with ``"error": null`` per check still read."""
+    monkeypatch.setenv("COLUMNS", "250")
+    model, _ = trained
+    monitor = make_monitor(trained, tmp_path, fail_on="never")
+    monitor.check(step=5)
+
+    def broken(_module, _args):
+        raise RuntimeError("device lost")
+
+    handle = model.register_forward_pre_hook(broken)
+    try:
+        assert monitor.check(step=10) is None
+    finally:
+        handle.remove()
+    monitor.check(step=15)
+    monitor.finish()
+    path = monitor.run_path
+    summary = load_summary(path)
+    assert [(c["check_index"], c["step"]) for c in summary["checks"]] == [(0, 5), (1, 15)]
+    assert all("error" not in c for c in summary["checks"])
+    capsys.readouterr()
+    assert cli_main(["check", str(path), "--fail-on", "error"]) == 1
+    assert "step 10: RuntimeError: device lost" in capsys.readouterr().out
+
+    raw = json.loads((path / "summary.json").read_text())
+    for check in raw["checks"]:
+        check["error"] = None  # as every summary before this version held it
+    (path / "summary.json").write_text(json.dumps(raw))
+    assert [c["step"] for c in load_summary(path)["checks"]] == [5, 15]
+    assert cli_main(["show", str(path)]) == 0
+    assert cli_main(["report", str(path)]) == 0
+    assert cli_main(["check", str(path), "--fail-on", "error"]) == 1
 
 
 def test_a_checkpoint_of_other_probes_is_refused(trained, tmp_path):

@@ -89,7 +89,6 @@ def summary_check(check_index: int) -> dict[str, Any]:
         "check_index": check_index,
         "step": 10 * (check_index + 1),
         "epoch": check_index,
-        "error": None,
         "drift": {
             "vs_previous": _drift(None if first else 0.5 + 0.02 * check_index),
             "vs_reference": _drift(1.0 if first else 0.9 - 0.02 * check_index),

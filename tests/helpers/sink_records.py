@@ -75,7 +75,7 @@ def make_summary(results: list[CheckResult], probes: ProbeSet, status: str = "ru
         for a in r.alerts:
             alerts[a.key] = a
     checks = [
-        {"check_index": r.snapshot.check_index, "step": r.snapshot.step, "epoch": r.snapshot.epoch, "error": None,
+        {"check_index": r.snapshot.check_index, "step": r.snapshot.step, "epoch": r.snapshot.epoch,
          "drift": r.drift, "convergence": r.convergence, "top_tokens": r.token_table, "entered": [], "left": [],
          "timings": r.snapshot.timings}
         for r in results
