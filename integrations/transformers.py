@@ -34,22 +34,21 @@ indexing draws random numbers. Nothing needs to be passed.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import sys
 import weakref
-from collections.abc import Mapping
 from typing import Any
 
 from transformers import TrainerCallback
 
 from explain_callbacks.monitor import AttributionMonitor
 from explain_callbacks.options import MonitorOptions
-from explain_callbacks.probes import ProbeError, ProbeSet
 from explain_callbacks.rundir import REPORT_FILE
 
-from ._trainer_support import report_targets, stored_state, trainer_on_stack, trainer_tb_writer
+from ._trainer_support import (
+    add_trainer_sinks, callback_state, find_tokenizer, init_args, report_targets, sample_probes, stored_state,
+    trainer_on_stack,
+)
 
 try:  # transformers >= 4.41
     from transformers.trainer_callback import ExportableState
@@ -59,8 +58,6 @@ except ImportError:  # pragma: no cover - older transformers: no checkpointed ca
 log = logging.getLogger(__name__)
 
 RUN_ON = ("evaluate", "epoch_end")
-TRAINING_DATA = ("training_texts", "training_labels")
-WANDB_STEP_KEY = "train/global_step"
 
 
 class AttributionDriftCallback(TrainerCallback, ExportableState):
@@ -110,14 +107,9 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
         self.stop_on_alert = bool(stop_on_alert)
         self.sampling = {"text_key": text_key, "text_pair_key": text_pair_key, "label_key": label_key}
         self.tensorboard = bool(tensorboard)
-        json_options = {k: (list(v) if k in ("watch_tokens", "sinks") else v) for k, v in options.items()}
-        if json_options.get("run_dir") is not None:
-            json_options["run_dir"] = str(json_options["run_dir"])
-        self._init_args = {
-            "probes": None if self.options.probes is None else [p.to_dict() for p in self.options.probes],
+        self._init_args = init_args(self.options.probes, {
             "tokenizer": tokenizer, "run_on": run_on, "stop_on_alert": stop_on_alert, "text_key": text_key,
-            "text_pair_key": text_pair_key, "label_key": label_key, "tensorboard": tensorboard, **json_options,
-        }
+            "text_pair_key": text_pair_key, "label_key": label_key, "tensorboard": tensorboard}, options)
         self.monitor: AttributionMonitor | None = None
         # The attributes below ride in trainer_state.json (see ``state``).
         self.resume_state: dict[str, Any] | None = None
@@ -158,14 +150,14 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
         stored = stored_state(state, type(self).__name__) if state.global_step > 0 else {}
         probes = self.options.resumed_probes(stored.get("resume_state"))
         if probes is None:
-            probes = self._sample_probes(trainer, kwargs)
-        self.monitor = self.options.build_monitor(model, self._find_tokenizer(trainer, kwargs), probes)
+            probes = sample_probes(trainer, kwargs, self.options.probe_sample_size, self.sampling)
+        self.monitor = self.options.build_monitor(model, find_tokenizer(self.tokenizer, trainer, kwargs), probes)
         if stored.get("resume_state"):
             self.monitor.load_state_dict(stored["resume_state"])
         boundary = stored.get("last_check_boundary")
         self.last_check_boundary = boundary if boundary is not None else self._boundary(state)
         if state.is_world_process_zero:
-            self._add_trainer_sinks(args, trainer)
+            add_trainer_sinks(self.monitor, args, trainer, self.tensorboard)
         self.monitor.setup()
         train = trainer.train_dataset if trainer is not None else getattr(kwargs.get("train_dataloader"), "dataset", None)
         self.monitor.observe_dataset(train, self.sampling["text_key"])  # training statistics for shortcut discovery
@@ -184,64 +176,6 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
             log.info("AttributionDriftCallback found its Trainer up the call stack (it was not attached); "
                      "cb.attach(trainer) passes it explicitly.")
         return trainer
-
-    def _find_tokenizer(self, trainer: Any, kwargs: dict[str, Any]) -> Any:
-        candidates = (self.tokenizer, kwargs.get("processing_class"), kwargs.get("tokenizer"),
-                      getattr(trainer, "processing_class", None))
-        found = next((c for c in candidates if c is not None), None)
-        if found is not None and not hasattr(found, "is_fast") and hasattr(found, "tokenizer"):
-            found = found.tokenizer  # a multimodal processor wraps its tokenizer
-        if found is None:
-            raise ValueError(
-                "AttributionDriftCallback found no tokenizer: pass tokenizer=..., or give the Trainer "
-                "processing_class=tokenizer."
-            )
-        return found
-
-    def _sample_probes(self, trainer: Any, kwargs: dict[str, Any]) -> ProbeSet:
-        if trainer is not None and trainer.eval_dataset is not None:
-            dataset, where = trainer.eval_dataset, "eval_dataset"
-            if isinstance(dataset, Mapping):
-                where, dataset = f"eval_dataset[{next(iter(dataset))!r}]", next(iter(dataset.values()))
-        elif trainer is not None:
-            dataset, where = trainer.train_dataset, "train_dataset"
-        else:
-            dataset, where = getattr(kwargs.get("train_dataloader"), "dataset", None), "training dataloader's dataset"
-        text_key = self.sampling["text_key"]
-        try:
-            return ProbeSet.sample(dataset, self.options.probe_sample_size, text_key=text_key, label_key=self.sampling["label_key"],
-                                   text_pair_key=self.sampling["text_pair_key"])
-        except ProbeError as err:
-            raise ProbeError(
-                f"AttributionDriftCallback cannot sample probes from the Trainer's {where}: {err} Or pass probes=[...] "
-                f"(e.g. ProbeSet.sample(raw_dataset, ...)), or keep the raw {text_key!r} column in the dataset given "
-                f"to the Trainer (tokenize with map() without remove_columns=[{text_key!r}]; with "
-                "remove_unused_columns=True the Trainer drops it before the model)."
-            ) from None
-
-    def _add_trainer_sinks(self, args: Any, trainer: Any) -> None:
-        report_to = report_targets(args)
-        if "tensorboard" in report_to:
-            writer = trainer_tb_writer(trainer)
-            if writer is None:
-                log.warning("report_to includes tensorboard, but the Trainer's TensorBoard writer was not found; "
-                            "use cb.attach(trainer) or tensorboard=True.")
-            else:
-                from explain_callbacks.sinks.tensorboard import TensorBoardSink
-
-                self.monitor.add_sink(TensorBoardSink(writer=writer))
-        if "wandb" in report_to:
-            wandb = sys.modules.get("wandb")
-            if wandb is not None and wandb.run is not None:
-                from explain_callbacks.sinks.wandb import WandbSink
-
-                self.monitor.add_sink(WandbSink(run=wandb.run, step_key=WANDB_STEP_KEY))
-            else:
-                log.warning("report_to includes wandb, but no W&B run is active; attribution checks skip W&B.")
-        if self.tensorboard:
-            from explain_callbacks.sinks.tensorboard import TensorBoardSink
-
-            self.monitor.add_sink(TensorBoardSink(log_dir=self.monitor.run_path / "tensorboard"))
 
     # ---------------------------------------------------------------- checks
     def _boundary(self, state: Any) -> int:
@@ -285,23 +219,6 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
 
     def state(self) -> dict[str, Any]:
         """What ``trainer_state.json`` keeps: JSON-able options, the monitor's state, the schedule."""
-        json_args, dropped = {}, []
-        for name, value in self._init_args.items():
-            if name in ("tokenizer", "sinks", *TRAINING_DATA) and not value:
-                continue
-            if name in TRAINING_DATA:
-                dropped.append(name)  # user data, thousands of texts: not copied into every checkpoint
-                continue
-            try:
-                json.dumps(value)
-                json_args[name] = value
-            except (TypeError, ValueError):
-                dropped.append(name)
-        return {
-            "args": json_args,
-            "attributes": {
-                "resume_state": self._resume_state(),
-                "last_check_boundary": self.last_check_boundary,
-                "rebuilt_without": dropped,
-            },
-        }
+        return callback_state(
+            self._init_args, {"resume_state": self._resume_state(), "last_check_boundary": self.last_check_boundary}
+        )

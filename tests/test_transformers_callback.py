@@ -142,7 +142,7 @@ def test_resume_from_checkpoint_continues_the_history(tmp_path):
     saved = json.loads((tmp_path / "out" / "checkpoint-4" / "trainer_state.json").read_text())
     stored = saved["stateful_callbacks"]["AttributionDriftCallback"]
     assert stored["args"]["run_name"] == "resumed" and stored["args"]["watch_tokens"] == ["great"]
-    assert len(stored["attributes"]["resume_state"]["checks"]) == 1
+    assert len(stored["attributes"]["resume_state"]["tracker"]["history"]) == 1
 
     # Either way: the callback reads its state back itself, or Hugging Face rebuilds it from it.
     for restore_flag in (False, True):
