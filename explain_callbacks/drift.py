@@ -245,10 +245,7 @@ class DriftTracker:
             )
         if not 0.0 < rbo_p < 1.0:
             raise ValueError(f"DriftTracker: rbo_p must be in (0, 1), got {rbo_p!r}.")
-        if not isinstance(track_depth, int) or track_depth < top_k:
-            raise ValueError(
-                f"DriftTracker: track_depth must be an integer >= top_k ({top_k}), got {track_depth!r}."
-            )
+        positive_int(track_depth, "track_depth (at least top_k)", "DriftTracker", minimum=top_k)
         positive_int(min_support, "min_support", "DriftTracker")
         self.top_k = top_k
         self.min_support = min_support

@@ -324,7 +324,7 @@ def test_load_state_dict_refuses_other_data():
     "kwargs, message",
     [({"top_k": 0}, "top_k"), ({"stability_metric": "spearman"}, "stability_metric"),
      ({"stability_threshold": -1}, "stability_threshold"), ({"rbo_p": 1.5}, "rbo_p"),
-     ({"top_k": 10, "track_depth": 5}, "track_depth")],
+     ({"top_k": 10, "track_depth": 5}, "track_depth"), ({"top_k": 1, "track_depth": True}, "track_depth")],
 )
 def test_tracker_rejects_bad_options(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -151,6 +151,12 @@ def test_a_failed_check_is_an_event_not_a_row_and_old_error_fields_still_load(tr
     assert cli_main(["check", str(path), "--fail-on", "error"]) == 1
 
 
+@pytest.mark.parametrize("top_k", [True, 0, 2.0])
+def test_top_k_must_be_a_positive_int_not_a_bool(trained, top_k):
+    with pytest.raises(ValueError, match="AttributionMonitor: top_k must be a positive integer"):
+        make_monitor(trained, None, top_k=top_k)
+
+
 def test_a_checkpoint_of_other_probes_is_refused(trained, tmp_path):
     state = make_monitor(trained, tmp_path / "a").state_dict()
     other = make_monitor(trained, tmp_path / "b", probes=PROBES[:3])
