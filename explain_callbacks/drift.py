@@ -24,7 +24,7 @@ import numpy as np
 from scipy import stats
 
 from .records import ProbeAttribution, Snapshot
-from .validation import positive_int
+from .validation import positive_int, versioned_state
 
 logger = logging.getLogger(__name__)
 
@@ -455,13 +455,7 @@ class DriftTracker:
         """Restore from :meth:`state_dict`. The tracker keeps its own settings; a saved
         ``top_k`` that differs is logged, since earlier history used the other value. An
         empty mapping means no checks yet."""
-        if isinstance(state, Mapping) and not state:
-            state = {"version": 1}
-        if not isinstance(state, Mapping) or state.get("version") != 1:
-            raise ValueError(
-                "DriftTracker.load_state_dict: not a DriftTracker state (expected a mapping "
-                "with version 1, as DriftTracker.state_dict() returns)."
-            )
+        state = versioned_state(state, 1, "DriftTracker")
         saved_k = state.get("config", {}).get("top_k")
         if saved_k is not None and saved_k != self.top_k:
             logger.warning(

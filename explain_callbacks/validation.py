@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -18,3 +19,15 @@ def positive_int(value: Any, name: str, owner: str | None = None, *, minimum: in
     what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
     prefix = f"{owner}: " if owner else ""
     raise ValueError(f"{prefix}{name} must be {what}{' or None' if optional else ''}, got {value!r}.")
+
+
+def versioned_state(state: Any, version: int, owner: str) -> Mapping[str, Any]:
+    """``state`` when it is what ``<owner>.state_dict()`` returns (a mapping with ``version``)
+    or an empty mapping (nothing recorded yet); else ``ValueError`` naming ``owner``."""
+    if isinstance(state, Mapping) and (not state or state.get("version") == version):
+        return state
+    article = "an" if owner[:1] in "AEIOU" else "a"
+    raise ValueError(
+        f"{owner}.load_state_dict: not {article} {owner} state (expected a mapping with version {version}, "
+        f"as {owner}.state_dict() returns)."
+    )
