@@ -14,9 +14,7 @@ from explain_callbacks.records import Alert
 from helpers.rundir_factory import ATTR_BREAK, MARKUP, SCRIPT, make_alert, make_snapshot, write_run_dir
 
 
-@pytest.fixture(autouse=True)
-def wide_terminal(monkeypatch):
-    monkeypatch.setenv("COLUMNS", "250")  # rich folds long cells at 80 columns
+pytestmark = pytest.mark.usefixtures("wide_terminal")
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

@@ -115,10 +115,9 @@ def test_the_checkpoint_holds_each_check_once_and_an_old_one_with_two_copies_loa
     assert json.dumps(resumed.state_dict()).count('"top_tokens"') == 3
 
 
-def test_a_failed_check_is_an_event_not_a_row_and_old_error_fields_still_load(trained, tmp_path, capsys, monkeypatch):
+def test_a_failed_check_is_an_event_not_a_row_and_old_error_fields_still_load(trained, tmp_path, capsys, wide_terminal):
     """No check row carries the dead per-check ``error``; the failure is in ``failed_checks``,
     which ``check`` reports. Summaries written with ``"error": null`` per check still read."""
-    monkeypatch.setenv("COLUMNS", "250")
     model, _ = trained
     monitor = make_monitor(trained, tmp_path, fail_on="never")
     monitor.check(step=5)

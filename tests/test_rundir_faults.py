@@ -300,8 +300,7 @@ def test_a_failed_check_is_recorded_and_fails_the_ci_gate(tmp_path, tiny, fail_o
     assert cli_main(["check", str(monitor.run_path), "--fail-on", "warning"]) == 1
 
 
-def test_sink_failures_are_counted_and_reported(tmp_path, tiny, capsys, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "250")
+def test_sink_failures_are_counted_and_reported(tmp_path, tiny, capsys, wide_terminal):
     class Unreachable:
         def start(self, run):
             pass

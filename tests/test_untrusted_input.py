@@ -127,8 +127,7 @@ def _hostile_run(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("command", ["show", "check"])
-def test_escape_sequences_never_reach_the_terminal(tmp_path, capsys, monkeypatch, command):
-    monkeypatch.setenv("COLUMNS", "250")
+def test_escape_sequences_never_reach_the_terminal(tmp_path, capsys, command, wide_terminal):
     run_path = _hostile_run(tmp_path)
     main([command, str(run_path)])
     out = capsys.readouterr().out
