@@ -65,7 +65,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from shortcut_detection import RELIANCE_DROP, WARNING_SEVERITIES, accuracy, fmt, mean_or_none  # noqa: E402
+from shortcut_detection import (RELIANCE_DROP, WARNING_SEVERITIES, accuracy, fmt, mean_or_none,  # noqa: E402
+                                purity_gate)
+
+from explain_callbacks.shortcuts import ShortcutDiscovery  # noqa: E402
 
 from explain_callbacks.words import adjacent_pairs, text_words  # noqa: E402
 
@@ -241,6 +244,9 @@ class CheckRecord:
     item_statistics: dict[str, Any] | None  # training statistics of the item's names (and words)
     probes_with_item: int
     warnings_so_far: list[str] = field(default_factory=list)
+    # phrase runs: accuracy on the same negative reviews with the phrase, or a pair of it, put
+    # where discovery's insertion test puts a word (in front) or where it was planted (the end)
+    insertion_variants: dict[str, float] = field(default_factory=dict)
 
     @property
     def reliance_drop(self) -> float:
@@ -267,6 +273,12 @@ def reliance_probe(attribution: Any, tokenizer: Any, kind: str | None, split: Sp
     with_item = [insert(t, kind, rng) for t in negatives] if kind else negatives
     names = item_names(kind)
     phrase_words = set(text_words(PHRASE)) if kind == "phrase" else set()
+    variants = {}
+    if kind == "phrase":
+        for unit in [PHRASE, *adjacent_pairs(text_words(PHRASE))]:
+            variants[f"'{unit}' in front"] = [f"{unit} {t}" for t in negatives]
+            if unit != PHRASE:
+                variants[f"'{unit}' at the end"] = [f"{t} {unit}" for t in negatives]
 
     class RelianceProbe(TrainerCallback):
         records: list[CheckRecord] = []
@@ -283,6 +295,7 @@ def reliance_probe(attribution: Any, tokenizer: Any, kind: str | None, split: Sp
                 clean = accuracy(model, tokenizer, negatives, zeros)
                 planted = accuracy(model, tokenizer, with_item, zeros) if kind else clean
                 test = accuracy(model, tokenizer, [r["text"] for r in split.test], [r["label"] for r in split.test])
+                at = {name: accuracy(model, tokenizer, texts, zeros) for name, texts in variants.items()}
             finally:
                 model.train(was_training)
             candidates = summary["candidates"]
@@ -302,6 +315,7 @@ def reliance_probe(attribution: Any, tokenizer: Any, kind: str | None, split: Sp
                 probes_with_item=sum(contains(p.text, kind) for p in monitor.probes) if kind else 0,
                 warnings_so_far=[f"{a['rule']}:{a.get('token')}" for a in summary["alerts"]
                                  if a["severity"] in WARNING_SEVERITIES],
+                insertion_variants=at,
             ))
 
     probe = RelianceProbe()
@@ -315,6 +329,22 @@ def as_dataset(rows: Sequence[dict[str, Any]], tokenizer: Any):
 
     data = Dataset.from_dict({"text": [r["text"] for r in rows], "label": [r["label"] for r in rows]})
     return data.map(lambda b: tokenizer(b["text"], truncation=True, max_length=MAX_LENGTH), batched=True)
+
+
+def gate_census(rows: Sequence[dict[str, Any]], min_count: int = 8) -> dict[str, Any]:
+    """How many training words the purity gate lets through (gate > 0, and fully open), among
+    words in at least ``min_count`` examples, with the most frequent fully open ones: on real
+    reviews these are genuine sentiment words, label-pure in a few dozen examples."""
+    discovery = ShortcutDiscovery([r["text"] for r in rows], [r["label"] for r in rows])
+    stats = {w: discovery.word_statistics(w) for w in discovery.statistics.word_labels}
+    stats = {w: st for w, st in stats.items() if st and st["train_count"] >= min_count}
+    open_words = sorted((w for w, st in stats.items() if purity_gate(st) >= 1.0),
+                        key=lambda w: (-stats[w]["train_count"], w))
+    return {"min_count": min_count, "words": len(stats),
+            "gate_above_0": sum(purity_gate(st) > 0 for st in stats.values()),
+            "gate_open": len(open_words),
+            "most_frequent_open": [[w, stats[w]["train_count"], round(stats[w]["train_purity"], 3)]
+                                   for w in open_words[:12]]}
 
 
 def run_one(spec: RunSpec, reviews: Sequence[dict[str, Any]], work: Path) -> dict[str, Any]:
@@ -374,6 +404,7 @@ def run_one(spec: RunSpec, reviews: Sequence[dict[str, Any]], work: Path) -> dic
                             "message": a.get("message"), "evidence": a.get("evidence")}
                            for a in summary["alerts"] if a["severity"] in WARNING_SEVERITIES],
         "final_test_accuracy": records[-1].test_accuracy if records else None,
+        "gate_census": gate_census(train),
         "failed_checks": summary.get("failed_checks", []),
         "wall_s": time.perf_counter() - started,
     }
@@ -522,6 +553,34 @@ def other_alerts_table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def variants_table(runs: list[dict]) -> str:
+    """Phrase runs: accuracy on the held-out negative reviews, clean and with the phrase or a pair
+    of it in front (where discovery's insertion test puts a candidate) or at the end (where it
+    was planted)."""
+    phrase_runs = [r for r in runs if r["kind"] == "phrase" and r["checks"]]
+    if not phrase_runs:
+        return "(no phrase runs)"
+    names = list(phrase_runs[0]["checks"][0]["insertion_variants"])
+    lines = ["| run | check | clean | planted (at the end) | " + " | ".join(names) + " |",
+             "|---|---:|---:|---:|" + "---:|" * len(names)]
+    for run in phrase_runs:
+        for c in run["checks"]:
+            cells = " | ".join(f"{c['insertion_variants'][n]:.2f}" for n in names)
+            lines.append(f"| {run['name']} | {c['check_index']} | {c['negative_accuracy']:.2f} "
+                         f"| {c['negative_accuracy_with_item']:.2f} | {cells} |")
+    return "\n".join(lines)
+
+
+def census_table(runs: list[dict]) -> str:
+    lines = ["| run | words (>= 8 examples) | purity gate > 0 | gate fully open | most frequent fully open (examples, purity) |",
+             "|---|---:|---:|---:|---|"]
+    for run in runs:
+        c = run["gate_census"]
+        words = ", ".join(f"{w} ({n}, {p:.2f})" for w, n, p in c["most_frequent_open"])
+        lines.append(f"| {run['name']} | {c['words']} | {c['gate_above_0']} | {c['gate_open']} | {words} |")
+    return "\n".join(lines)
+
+
 def render_markdown(settings: dict, rows: list[dict], verdict: dict, runs: list[dict]) -> str:
     setting = settings["setting"]
     return "\n".join([
@@ -558,6 +617,17 @@ def render_markdown(settings: dict, rows: list[dict], verdict: dict, runs: list[
         "## Warning alerts on other words (false alarms)",
         "",
         other_alerts_table(runs),
+        "",
+        "## Where the purity gate opens on real reviews",
+        "",
+        "Training words in at least 8 examples whose purity gate (as `shortcut_detection.purity_gate` "
+        "computes the package's) is above 0 or fully open.",
+        "",
+        census_table(runs),
+        "",
+        "## Phrase runs: where the phrase acts",
+        "",
+        variants_table(runs),
         "",
         "## Training statistics of the item at the last check",
         "",
