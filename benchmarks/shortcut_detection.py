@@ -31,6 +31,7 @@ Torch runs on one thread by default: with two on two shared cores a tiny-BERT st
     python benchmarks/shortcut_detection.py --full       # 3 seeds, both models, full grid (about 70 min)
     python benchmarks/shortcut_detection.py --no-minilm --seeds 1 --only r0.2-p1,clean-s0 --out /tmp/x
     python benchmarks/shortcut_detection.py --no-minilm --seeds 2 --only=-p1-,clean-s   # purity 1 + clean
+    python benchmarks/shortcut_detection.py --minilm-purity1 --seeds 3 --only=minilm- --out /tmp/m  # MiniLM, r=1,5,20% + clean
 """
 
 from __future__ import annotations
@@ -122,6 +123,8 @@ class CheckRecord:
     alerts_so_far: list[str] = field(default_factory=list)
     max_reliance_alerts: list[str] = field(default_factory=list)  # words the alternative score flags
     planted_max_reliance_score: float | None = None
+    shortcut_forwards: int = 0  # texts the check's shortcut discovery ran through the model
+    closest_other: tuple[str, float] | None = None  # the word other than the planted one nearest its threshold (score / threshold)
 
     @property
     def reliance_drop(self) -> float:
@@ -277,6 +280,8 @@ class RelianceProbe(pl.Callback):
                    if (threshold := monitor.rules.shortcut_threshold(c)) is not None
                    and alternative[c["word"]] >= threshold]
         planted = candidates[words.index(self.word)] if self.word in words else None
+        ratios = [(c["word"], c["score"] / threshold) for c in candidates if c["word"] != self.word
+                  and (threshold := monitor.rules.shortcut_threshold(c)) is not None]
         self.records.append(CheckRecord(
             check_index=summary["checks"][-1]["check_index"], epoch=trainer.current_epoch,
             step=trainer.global_step, clean_negative_accuracy=clean, counterfactual_accuracy=flipped,
@@ -288,6 +293,8 @@ class RelianceProbe(pl.Callback):
             planted_evidence=planted["evidence"] if planted else None,
             alerts_so_far=[f"{a['severity']}:{a['rule']}:{a.get('token')}" for a in summary["alerts"]],
             max_reliance_alerts=flagged, planted_max_reliance_score=alternative.get(self.word),
+            shortcut_forwards=getattr(monitor.discovery, "last_rank_forwards", 0),
+            closest_other=max(ratios, key=lambda wr: wr[1]) if ratios else None,
         ))
 
 
@@ -376,6 +383,7 @@ def run_one(spec: RunSpec, work: Path) -> dict[str, Any]:
     alerts = summary["alerts"]
     planted_alert = next((a for a in alerts if a["rule"] == "shortcut" and a.get("token") == PLANTED), None)
     first_reliance = next((r.check_index for r in records if r.reliance_drop > RELIANCE_DROP), None)
+    at_reliance = next((r for r in records if r.check_index == first_reliance), None)
     first_alternative = next((r.check_index for r in records if PLANTED in r.max_reliance_alerts), None)
     return {
         "name": spec.name, "model": setting.name, "seed": spec.seed, "rate": spec.rate, "purity": spec.purity,
@@ -395,6 +403,7 @@ def run_one(spec: RunSpec, work: Path) -> dict[str, Any]:
         "alternative_first_alert_check": first_alternative,
         "alternative_false_alerts": sorted({w for r in records for w in r.max_reliance_alerts if w != PLANTED}),
         "planted_top_candidate_last": bool(records and records[-1].top_candidate == PLANTED),
+        "planted_top_candidate_at_reliance": None if at_reliance is None else at_reliance.top_candidate == PLANTED,
         "precision_at_1_last": precision, "n_probes_scored_p1": n_scored,
         "warning_alerts": [{"rule": a["rule"], "token": a.get("token"), "first_check": a["first_check"],
                             "severity": a["severity"], "score": (a.get("evidence") or {}).get("score")}
@@ -408,10 +417,11 @@ def run_one(spec: RunSpec, work: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------- the grid
 
 
-def grid(full: bool, minilm_on: bool, seeds: int | None) -> list[RunSpec]:
+def grid(full: bool, minilm_on: bool, seeds: int | None, minilm_purity1: bool = False) -> list[RunSpec]:
     """Tiny BERT: every cell, 3 seeds (about 15 s a run), matched clean runs, and clean runs
     without label noise (genuine words at their natural ~80% purity: the harder false-alarm
-    test). MiniLM: r=5%, purity 1 and a clean run, 1 seed; ``full``: 3 seeds, every cell."""
+    test). MiniLM: r=5%, purity 1 and a clean run, 1 seed; ``full``: 3 seeds, every cell;
+    ``minilm_purity1``: the purity-1 cells (r = 1, 5, 20%) and clean runs at the small setting."""
     tiny = ModelSetting("tiny-bert", train_size=2000, epochs=3, lr=1e-3)
     tiny_seeds = seeds or 3
     cells = [(r, p) for r in (0.01, 0.05, 0.20) for p in (0.8, 1.0)]
@@ -421,7 +431,7 @@ def grid(full: bool, minilm_on: bool, seeds: int | None) -> list[RunSpec]:
     if minilm_on:
         mini = ModelSetting("minilm", train_size=2000 if full else 1200, epochs=3 if full else 2, lr=5e-5)
         mini_seeds = seeds or (3 if full else 1)
-        mini_cells = cells if full else [(0.05, 1.0)]
+        mini_cells = cells if full else [(r, 1.0) for r in (0.01, 0.05, 0.20)] if minilm_purity1 else [(0.05, 1.0)]
         specs += [RunSpec(mini, s, r, p) for s in range(mini_seeds) for r, p in mini_cells]
         specs += [RunSpec(mini, s, None, None) for s in range(mini_seeds)]
     return specs
@@ -459,6 +469,11 @@ def aggregate(runs: list[dict]) -> list[dict]:
             "alerted_when_measurable": sum(r["alerted"] for r in measurable),
             "alerted_no_later_than_reliance": len(in_time),
             "planted_top_candidate_share": sum(r["planted_top_candidate_last"] for r in group) / len(group),
+            "planted_top_at_reliance": sum(bool(r.get("planted_top_candidate_at_reliance")) for r in measurable),
+            "closest_other": max((tuple(c["closest_other"]) for r in group for c in r["checks"] if c.get("closest_other")),
+                                 key=lambda wr: wr[1], default=None),
+            "mean_shortcut_forwards": mean_or_none([c["shortcut_forwards"] for r in group for c in r["checks"]
+                                                    if c.get("shortcut_forwards")]),
             "mean_first_alert_check": mean_or_none([r["first_alert_check"] for r in group if r["alerted"]]),
             "mean_first_reliance_check": mean_or_none([r["first_reliance_check"] for r in measurable]),
             "precision_at_1": mean_or_none(precisions),
@@ -491,24 +506,26 @@ def row_head(row: dict) -> str:
 
 def table(rows: list[dict]) -> str:
     head = ("| model | r | purity | runs | reliance measurable | alerted (share) | alerted no later than reliance "
-            "| planted top candidate | first alert / reliance check | P@1 planted | drop: last mean / max "
-            "| warnings (clean) |")
-    lines = [head, "|" + "---|" * 12]
+            "| planted top candidate: at reliance / last | first alert / reliance check | P@1 planted "
+            "| drop: last mean / max | forwards a check | warnings (clean) |")
+    lines = [head, "|" + "---|" * 13]
     for row in rows:
         if row["rate"] is None:
             alerted, in_time, top = "-", "-", "-"
             words = ", ".join(row["warning_words"])
             warnings = f"{row['warning_alerts']}" + (f" ({words})" if words else "")
+            if row.get("closest_other"):
+                warnings += f"; nearest {row['closest_other'][0]} at {row['closest_other'][1]:.0%} of its threshold"
         else:
             alerted = f"{row['alerted']} ({row['alerted_share']:.0%})"
             in_time = f"{row['alerted_no_later_than_reliance']} / {row['reliance_measurable']}"
-            top = f"{row['planted_top_candidate_share']:.0%}"
+            top = f"{row['planted_top_at_reliance']} / {row['reliance_measurable']}; {row['planted_top_candidate_share']:.0%}"
             warnings = "-"
         lines.append(
             f"{row_head(row)}| {row['reliance_measurable']} | {alerted} | {in_time} | {top} "
             f"| {fmt(row['mean_first_alert_check'], '.1f')} / {fmt(row['mean_first_reliance_check'], '.1f')} "
             f"| {fmt(row['precision_at_1'])} | {fmt(row['mean_last_reliance_drop'], '+.2f')} / "
-            f"{fmt(row['max_reliance_drop'], '+.2f')} | {warnings} |"
+            f"{fmt(row['max_reliance_drop'], '+.2f')} | {fmt(row['mean_shortcut_forwards'], '.0f')} | {warnings} |"
         )
     return "\n".join(lines)
 
@@ -544,8 +561,9 @@ def alternative_table(rows: list[dict]) -> str:
 def run_table(runs: list[dict]) -> str:
     """Per run and check: reliance, the planted word's evidence and scores, the top candidate."""
     lines = ["| run | check | val acc | neg acc: clean / with word | drop | planted: rank, score, alt score "
-             "| dominance / insertion flips | train purity planted / best genuine (gate) | top candidate "
-             "| warning alerts |", "|" + "---|" * 10]
+             "| dominance / insertion flips / effect (p) | purity p | train purity planted / best genuine (gate) "
+             "| top candidate "
+             "| warning alerts |", "|" + "---|" * 11]
     for run in runs:
         purity = run["training_purity"] or {}
         planted = purity.get("planted") or {}
@@ -561,8 +579,9 @@ def run_table(runs: list[dict]) -> str:
                 f"| {check['reliance_drop']:+.2f} "
                 f"| {fmt(check['planted_rank'], 'd')}, {fmt(check['planted_score'])}, "
                 f"{fmt(check['planted_max_reliance_score'])} "
-                f"| {fmt(evidence.get('dominance'))} / {fmt(evidence.get('flip_rate_insertion'))} "
-                f"| {train_cell} | {check['top_candidate'] or '-'} ({fmt(check['top_candidate_score'])}) "
+                f"| {fmt(evidence.get('dominance'))} / {fmt(evidence.get('flip_rate_insertion'))} / "
+                f"{fmt(evidence.get('insertion_effect'), '+.2f')} ({fmt(evidence.get('insertion_effect_p'), '.2g')}) "
+                f"| {fmt(evidence.get('purity_p_value'), '.2g')} | {train_cell} | {check['top_candidate'] or '-'} ({fmt(check['top_candidate_score'])}) "
                 f"| {alerts or '-'} |"
             )
     return "\n".join(lines)
@@ -572,6 +591,7 @@ def targets(rows: list[dict]) -> dict[str, Any]:
     shortcut = [r for r in rows if r["rate"] is not None]
     measurable = sum(r["reliance_measurable"] for r in shortcut)
     in_time = sum(r["alerted_no_later_than_reliance"] for r in shortcut)
+    top = sum(r["planted_top_at_reliance"] for r in shortcut)
     clean_warnings = sum(r["warning_alerts"] for r in rows if r["rate"] is None and r["label_noise"] == LABEL_NOISE)
     unmatched = sum(r["warning_alerts"] for r in rows if r["rate"] is None and r["label_noise"] != LABEL_NOISE)
     return {
@@ -579,6 +599,8 @@ def targets(rows: list[dict]) -> dict[str, Any]:
         "alerted_no_later_than_reliance": in_time,
         "alerted_share_when_measurable": in_time / measurable if measurable else None,
         "alert_target_met": bool(measurable) and in_time / measurable >= 0.95,
+        "planted_top_candidate_at_reliance": top,
+        "top_candidate_target_met": bool(measurable) and top / measurable >= 0.95,
         "clean_warning_alerts": clean_warnings,
         "clean_target_met": clean_warnings == 0,
         "clean_without_label_noise_warning_alerts": unmatched,
@@ -591,6 +613,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-minilm", action="store_true", help="tiny BERT only")
     parser.add_argument("--seeds", type=int, default=None,
                         help="seeds per cell for both models (default: tiny BERT 3, MiniLM 1; --full 3)")
+    parser.add_argument("--minilm-purity1", action="store_true",
+                        help="MiniLM (small setting) at r = 1, 5, 20%% purity 1 plus clean runs, not r=5%% alone")
     parser.add_argument("--only", default=None,
                         help="comma-separated name parts: run only the runs whose name contains one")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the cores are shared)")
@@ -599,7 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    specs = grid(args.full, not args.no_minilm, args.seeds)
+    specs = grid(args.full, not args.no_minilm, args.seeds, args.minilm_purity1)
     if args.only:
         parts = [p.strip() for p in args.only.split(",") if p.strip()]
         specs = [s for s in specs if any(p in s.name for p in parts)]
@@ -655,6 +679,9 @@ def render_markdown(settings: dict, rows: list[dict], verdict: dict, runs: list[
         f"{verdict['alerted_no_later_than_reliance']} of {verdict['runs_reliance_measurable']} runs "
         f"({fmt(measurable, '.0%')}; target 95%): "
         f"**{'met' if verdict['alert_target_met'] else 'missed'}**.",
+        f"- Planted word the top candidate at that check: {verdict['planted_top_candidate_at_reliance']} of "
+        f"{verdict['runs_reliance_measurable']} runs (target 95%): "
+        f"**{'met' if verdict['top_candidate_target_met'] else 'missed'}**.",
         f"- Warning-level alerts in matched clean runs: {verdict['clean_warning_alerts']} (target 0): "
         f"**{'met' if verdict['clean_target_met'] else 'missed'}**; in clean runs without label noise: "
         f"{verdict['clean_without_label_noise_warning_alerts']}.",

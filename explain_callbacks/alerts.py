@@ -101,11 +101,14 @@ class AlertRules:
     ``min_checks``: a condition must hold at that many consecutive checks before its alert
     is raised (1 raises at the first check it holds).
     ``shortcut_min_score`` applies to candidates backed by both training-data statistics and
-    counterfactual flips; ``shortcut_min_score_pure`` (lower) to such candidates whose training
-    purity is at least ``pure_purity_lower`` even at the lower end of its interval (a word seen
-    with one label only, often enough to be sure: genuine words occur in negations and
-    contrasts and are not that pure, and early reliance on such a word should not wait for it to
-    dominate); ``shortcut_min_score_partial`` (stricter) to candidates that have only one of the
+    counterfactual flips; ``shortcut_min_score_pure`` (lower) to such candidates that are
+    significantly purer than the genuine class words of the training data: the chance of their
+    same-label count if they were as mixed as the purest other well-measured word
+    (``evidence["purity_p_value"]``) is at most ``pure_max_p`` (genuine words occur in
+    negations and contrasts and are not that pure, and early reliance on such a word should
+    not wait for it to dominate; a record without that figure falls back to its purity being
+    at least ``pure_purity_lower`` at the lower end of its interval);
+    ``shortcut_min_score_partial`` (stricter) to candidates that have only one of the
     two; candidates with attribution evidence alone never alert, because
     genuine sentiment words dominate attributions in a clean run too. A label-pure training word
     that no probe contains is judged by its insertion flips alone, against ``shortcut_min_score``.
@@ -123,6 +126,7 @@ class AlertRules:
         shortcut_min_score_partial: float = 0.65,
         shortcut_min_score_pure: float = 0.15,
         pure_purity_lower: float = 0.9,
+        pure_max_p: float = 0.05,
         health_min_probes: int = 8,
         health_max_drop: float = 0.3,
         health_margin: float = 0.2,
@@ -182,6 +186,7 @@ class AlertRules:
                 f"{self.shortcut_min_score_pure}."
             )
         self.pure_purity_lower = _check_fraction("pure_purity_lower", pure_purity_lower, True)
+        self.pure_max_p = _check_fraction("pure_max_p", pure_max_p, True)
         if isinstance(health_min_probes, bool) or not isinstance(health_min_probes, int) or health_min_probes < 2:
             raise ValueError(f"AlertRules: health_min_probes must be an integer >= 2, got {health_min_probes!r}.")
         self.health_min_probes = health_min_probes
@@ -244,12 +249,19 @@ class AlertRules:
             return self.shortcut_min_score if "counterfactual" in basis else None
         if "counterfactual" in basis:
             evidence = candidate.get("evidence") or {}
-            purity_lower = evidence.get("purity_lower")
             # a pair never takes the lower threshold: negations ("not good") are that pure genuinely
-            if purity_lower is not None and purity_lower >= self.pure_purity_lower and not evidence.get("phrase"):
+            if not evidence.get("phrase") and self._purer_than_class_words(evidence):
                 return self.shortcut_min_score_pure
             return self.shortcut_min_score
         return self.shortcut_min_score_partial
+
+    def _purer_than_class_words(self, evidence: Mapping[str, Any]) -> bool:
+        """Whether the training data show the word purer than its genuine class words."""
+        p_value = evidence.get("purity_p_value")
+        if p_value is not None:
+            return float(p_value) <= self.pure_max_p
+        purity_lower = evidence.get("purity_lower")  # no well-measured words to compare with
+        return purity_lower is not None and purity_lower >= self.pure_purity_lower
 
     # ----------------------------------------------------------------------- per check
 

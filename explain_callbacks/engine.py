@@ -448,13 +448,18 @@ class AttributionEngine:
         fresh = iter(self.adapter.encode(missing) if missing else [])
         return [self._prepared[k] if k in self._prepared else next(fresh) for k in keys]
 
-    def predict(self, texts: Sequence[str]) -> list[Any]:
-        """Predicted class per text (a list of classes for multi-label; the value for regression)."""
+    def predict(self, texts: Sequence[str], probabilities: bool = False) -> list[Any]:
+        """Predicted class per text (a list of classes for multi-label; the value for regression).
+
+        ``probabilities=True``: for single-label classification, each text's class probabilities
+        (softmax) instead, so a caller can see shifts too small to change the class."""
         probes = [Probe(text=t, id=f"q{i}") for i, t in enumerate(texts)]
         if not probes:
             return []
         with isolated_from_training(self.adapter.model):
             scores = self._forward_all(self.adapter.encode(probes))
+        if probabilities and self.adapter.problem_type not in ("regression", "multi_label_classification"):
+            return [torch.softmax(s.double(), -1).tolist() for s in scores]
         return [self._prediction(s) for s in scores]
 
     def _prediction(self, scores: torch.Tensor) -> Any:

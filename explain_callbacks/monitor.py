@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -338,7 +339,7 @@ class AttributionMonitor:
         )
         # what can fail (discovery runs the model) comes before the tracker records the check,
         # so a failed evaluation leaves no history row behind
-        self._candidates = self.discovery.rank(snapshot, predict_fn=self.engine.predict)
+        self._candidates = self.discovery.rank(snapshot, predict_fn=partial(self.engine.predict, probabilities=True))
         new_alerts = self.rules.evaluate(snapshot, self._candidates)
         convergence = convergence_summary(attributions)
         health = probe_health(snapshot)

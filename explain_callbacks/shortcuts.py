@@ -13,7 +13,13 @@ A shortcut word has three signatures, and genuine class words share only the fir
    class flips them to its label (a shortcut overrides the rest of the text; a real word
    only tips borderline texts, which is why the insertion probes are the most confident
    half, by logit margin, of those predicted otherwise), and removing it from probes of its
-   label changes their prediction.
+   label changes their prediction. Flips are coarse: early on a shortcut moves the model's
+   probabilities without flipping a confident text, so the *insertion effect* measures that:
+   the mean rise of the probability of the word's label when it is inserted into every probe
+   predicted otherwise (up to ``2 x counterfactual_probes``), minus the rise when neutral control
+   words (frequent training words as common in every class as the priors, such as "the") are
+   inserted at the same place. It counts where a one-sided paired t-test calls it significant
+   (``EFFECT_MAX_P``); it needs ``predict_fn`` to return class probabilities.
 
 Words are what :mod:`.words` calls a word, in training texts and attributions alike
 (``don't`` and ``state-of-the-art`` are one word; input ids are decoded back to text first);
@@ -31,7 +37,9 @@ label is hard stays quiet.
 
 Adjacent word pairs are candidates too (with training data) when they are purer than their
 two words together predict (naive Bayes from each word's purity): ``"sent from"`` in
-one class while ``"sent"`` and ``"from"`` are in both, not ``"great lovely"``. Label-pure
+one class while ``"sent"`` and ``"from"`` are in both, not ``"great lovely"``. A pair's share
+is the part both its words carry (twice the smaller share, when both lean the same way), so a
+class word next to an aspect word ("funny pacing") does not dominate as a pair. Label-pure
 training words that no probe contains are tested by insertion alone (``outside_probes``).
 
 Score (0..1) = purity gate x reliance. The gate rises from 0 to 1 as the purity above the
@@ -43,12 +51,20 @@ never make a shortcut: inserting "awful" into a review flips it for a good reaso
 training data the gate is a flat 0.5, so candidates are ranked but
 :class:`~.alerts.AlertRules` raises no shortcut alert. Each candidate's ``evidence["basis"]``
 lists what was present ("attribution", "training", "counterfactual").
+
+``evidence["purity_p_value"]`` says whether the word is purer than this data set's genuine
+class words, however few its examples: a one-sided Fisher exact test of its same-label count
+against that of the purest other well-measured word (``purity_reference``: the purest word in
+at least ``REFERENCE_MIN_COUNT`` examples), so both counts' uncertainty is in it. Thirteen of
+thirteen against a class word 74% pure in 187 examples: p = 0.02; a class word 87% pure in 77
+against one 79% pure in 75 (the same generator): p = 0.12.
 """
 
 from __future__ import annotations
 
-import math
 import logging
+import math
+import zlib
 from collections import Counter, defaultdict
 from typing import Any, Callable, Hashable, Sequence
 
@@ -63,13 +79,24 @@ from .words import adjacent_pairs, is_word, text_words
 
 logger = logging.getLogger(__name__)
 
-PredictFn = Callable[[list[str]], Sequence[int]]
+PredictFn = Callable[[list[str]], Sequence[Any]]  # class ids, or class probabilities per text
 
 PURITY_GATE = (0.5, 0.8)
 # One-sided enough for a word in a few dozen examples; genuine words have hundreds.
 PURITY_CONFIDENCE = 0.8  # purity above the prior: no shortcut evidence below, full above
 PAIR_MIN_COUNT = 10  # pairs are many: a pure one in a handful of examples is chance
 CLASS_WORD_EXCESS = 0.25  # a word this far above the prior is a class word: its pairs are no phrases
+# Class words are judged purity by purity: words in this many training examples are measured
+# well enough to say how pure the genuine class words of this data set are.
+REFERENCE_MIN_COUNT = 50
+# The insertion effect: control words (frequent, as common in every class as the prior) inserted
+# at the same place show what inserting any word does; the effect counts where a one-sided
+# paired t-test over the probes finds it larger at this level.
+CONTROL_WORDS = 2
+CONTROL_MIN_COUNT = 20
+CONTROL_MAX_SKEW = 0.05  # a control's label shares differ from the priors by at most this
+EFFECT_MAX_P = 0.05
+EFFECT_MIN_PROBES = 4
 
 
 def training_words(text: str) -> set[str]:
@@ -138,6 +165,7 @@ class ShortcutDiscovery:
         self.counterfactual_probes = counterfactual_probes
         self.rarity_df = float(rarity_df)
         self.dominance_share = float(dominance_share)
+        self.last_rank_forwards = 0
         self.statistics = statistics if statistics is not None else TrainingStatistics(max_examples, pairs=None, seed=seed)
         if training_texts is not None:
             fit_texts(self.statistics, list(training_texts), list(training_labels), "ShortcutDiscovery")
@@ -189,11 +217,13 @@ class ShortcutDiscovery:
     def rank(self, snapshot: Snapshot, predict_fn: PredictFn | None = None) -> list[dict[str, Any]]:
         """Ranked shortcut candidates of one check, highest score first.
 
-        ``predict_fn(texts) -> class ids`` runs the model for the counterfactuals; without it
+        ``predict_fn(texts)`` runs the model for the counterfactuals and returns class ids, or
+        class probabilities per text (then the insertion effect is measured too); without it
         they are skipped (``flip_rate_*`` are ``None``). Probes with a ``text_pair`` are not
         edited, since ``predict_fn`` takes single texts.
         """
         per_word = self._attribution_evidence(snapshot)
+        forwards: dict[str, Any] = {}  # the probes' own predictions and the controls', shared by every test
         rows = []
         for word, evidence in per_word.items():
             basis = ["attribution"]
@@ -216,13 +246,16 @@ class ShortcutDiscovery:
             # (a closed purity gate scores 0 whatever the flips: those words are not worth the forwards)
             by_promise = sorted(rows, key=lambda r: (-r["score"], -self._reliance(r, False), r["word"]))
             tested = [r for r in by_promise if self._reliance(r, False) > 0 and self._gate(r) > 0]
-            self._test(tested[: self.counterfactual_words], snapshot, predict_fn)
+            self._test(tested[: self.counterfactual_words], snapshot, predict_fn, forwards)
         if predict_fn is not None and self.counterfactual_words and self.has_training_data:
-            rows += self._outside_the_probes(snapshot, set(per_word), predict_fn)
+            rows += self._outside_the_probes(snapshot, set(per_word), predict_fn, forwards)
         rows = sorted((r for r in rows if r["score"] > 0), key=lambda r: (-r["score"], r["word"]))
-        return [self._candidate(r) for r in rows[: self.max_candidates]]
+        self.last_rank_forwards = forwards.get("n", 0)  # texts run through predict_fn (for benchmarks)
+        reference = self._reference_purities() if self.has_training_data else []
+        return [self._candidate(r, reference) for r in rows[: self.max_candidates]]
 
-    def _outside_the_probes(self, snapshot: Snapshot, present: set[str], predict_fn: PredictFn) -> list[dict[str, Any]]:
+    def _outside_the_probes(self, snapshot: Snapshot, present: set[str], predict_fn: PredictFn,
+                            forwards: dict[str, Any]) -> list[dict[str, Any]]:
         """The most label-pure training words that no probe contains, tested by inserting them
         into probes the model confidently puts in another class: a shortcut the probes never
         show can still flip them. Only that evidence backs them (basis without "attribution")."""
@@ -241,12 +274,13 @@ class ShortcutDiscovery:
                 rows.append(row)
         rows.sort(key=lambda r: (-self._gate(r), -r["train"]["purity_lower"], -r["train"]["train_count"], r["word"]))
         rows = rows[: self.counterfactual_words]
-        self._test(rows, snapshot, predict_fn)
+        self._test(rows, snapshot, predict_fn, forwards)
         return rows
 
-    def _test(self, rows: list[dict[str, Any]], snapshot: Snapshot, predict_fn: PredictFn) -> None:
+    def _test(self, rows: list[dict[str, Any]], snapshot: Snapshot, predict_fn: PredictFn,
+              forwards: dict[str, Any]) -> None:
         """Run the counterfactuals of ``rows`` and score them with what they found."""
-        self._counterfactuals(rows, snapshot, predict_fn)
+        self._counterfactuals(rows, snapshot, predict_fn, forwards)
         for row in rows:
             if row["flips"] is not None:
                 row["basis"].append("counterfactual")
@@ -325,7 +359,9 @@ class ShortcutDiscovery:
 
     def _units(self, attribution: ProbeAttribution) -> dict[str, tuple[float, float, float]]:
         """Each whole word (lowercased, occurrences summed) and, with training data, each
-        adjacent pair of words: (share, largest share of the other words, smallest share of them)."""
+        adjacent pair of words: (share, largest share of the other words, smallest share of them).
+        A pair's share is what both its words carry (:func:`_joint_share`): the sum would let a
+        class word make every pair it stands in look dominant."""
         per_word = {w: s for w, s in lowercase_word_shares(attribution).items() if is_word(w)}
         if not per_word:
             return {}
@@ -336,7 +372,8 @@ class ShortcutDiscovery:
             for i, pair in enumerate(adjacent_pairs(words)):
                 first, second = pair.split(" ")
                 if is_word(first) and is_word(second) and first != second and pair not in units:
-                    units[pair] = (shares[i] + shares[i + 1], *_extremes(per_word, (first, second)))
+                    # measured against every word, its own too: top only where both words carry it
+                    units[pair] = (_joint_share(shares[i], shares[i + 1]), *_extremes(per_word, ()))
         return units
 
     def _reliance(self, row: dict[str, Any], with_flips: bool = True) -> float:
@@ -346,7 +383,10 @@ class ShortcutDiscovery:
         wrong = error.get(str(row["label"])) if row["label"] is not None else max(error.values(), default=None)
         evidence = [att["dominance"], wrong or 0.0]
         if with_flips:
-            evidence += [f for f in ((row["flips"] or {}).get(k) for k in ("insertion", "removal")) if f is not None]
+            flips = row["flips"] or {}
+            evidence += [f for f in (flips.get(k) for k in ("insertion", "removal")) if f is not None]
+            if flips.get("effect_p") is not None and flips["effect_p"] <= EFFECT_MAX_P:
+                evidence.append(max(0.0, flips["effect"]))
         return max(evidence)
 
     @staticmethod
@@ -371,25 +411,36 @@ class ShortcutDiscovery:
     def _score(self, row: dict[str, Any]) -> float:
         return self._gate(row) * self._reliance(row)
 
-    def _counterfactuals(self, rows: list[dict[str, Any]], snapshot: Snapshot, predict_fn: PredictFn) -> None:
+    def _counterfactuals(self, rows: list[dict[str, Any]], snapshot: Snapshot, predict_fn: PredictFn,
+                         forwards: dict[str, Any]) -> None:
+        """Removal and insertion flips of each row's word and, when ``predict_fn`` gives class
+        probabilities and the statistics give control words, its insertion effect. ``forwards``
+        keeps the probes' own predictions and the control insertions between calls of one check."""
         probes: dict[str, ProbeAttribution] = {}
         for attribution in snapshot.attributions:
             if attribution.text_pair is None:
                 probes.setdefault(attribution.probe_id, attribution)
-        texts = [a.text for a in probes.values()]
-        if not texts or not rows:
+        if not probes or not rows:
             return
-        predictions = _predict(predict_fn, texts)
-        if predictions is None:
+        if "original" not in forwards:
+            forwards["original"] = _predict(predict_fn, [a.text for a in probes.values()])
+            forwards["controls"] = self._control_words()
+            forwards["control_probs"] = {}  # (probe id, control word) -> class probabilities
+            forwards["n"] = len(probes)
+        if forwards["original"] is None:
             logger.warning(
                 "ShortcutDiscovery: predict_fn does not return one class id per text (multi-label or "
                 "regression model?); counterfactual flips are skipped."
             )
             return
-        original = dict(zip(probes, predictions))
+        ids, probs = forwards["original"]
+        original = dict(zip(probes, ids))
+        controls = forwards["controls"] if probs is not None else []
+        control_probs = forwards["control_probs"]
         by_confidence = sorted(probes, key=lambda pid: -_margin(probes[pid]))
         variants: list[str] = []
-        plans = []  # per row: (removal, insertion) lists of (variant index, probe id)
+        new_controls: list[tuple[str, str]] = []
+        plans = []  # per row: removal and insertion lists of (variant index, probe id), flip probes
         for row in rows:
             pattern = word_pattern(row["word"])
             label = row["label"]
@@ -402,31 +453,86 @@ class ShortcutDiscovery:
                     if edited:
                         removal.append((len(variants), pid))
                         variants.append(edited)
-            insertion = []
+            insertion, n_flip = [], 0
             if label is not None:
                 others = [pid for pid in by_confidence
                           if original[pid] != label and not pattern.search(probes[pid].text)]
-                for pid in others[: min(self.counterfactual_probes, (len(others) + 1) // 2)]:
+                # flips on the most confident half; the effect on all of them (bounded)
+                n_flip = min(self.counterfactual_probes, (len(others) + 1) // 2)
+                n_all = min(len(others), 2 * self.counterfactual_probes) if controls else n_flip
+                for pid in others[:n_all]:
                     insertion.append((len(variants), pid))
-                    variants.append(f"{row['word']} {probes[pid].text}")
-            plans.append((removal, insertion))
-        predicted = (_predict(predict_fn, variants) or []) if variants else []
-        if len(predicted) != len(variants):
+                    variants.append(_inserted(row["word"], probes[pid].text))
+                    for control in controls:
+                        if (pid, control) not in control_probs and (pid, control) not in new_controls:
+                            new_controls.append((pid, control))
+            plans.append((removal, insertion, n_flip))
+        control_texts = [_inserted(c, probes[pid].text) for pid, c in new_controls]
+        result = _predict(predict_fn, variants + control_texts) if variants or control_texts else ([], None)
+        if result is None or len(result[0]) != len(variants) + len(control_texts):
             return
-        for row, (removal, insertion) in zip(rows, plans):
+        predicted, predicted_probs = result
+        forwards["n"] += len(variants) + len(control_texts)
+        if predicted_probs is not None:
+            for key, p in zip(new_controls, predicted_probs[len(variants):]):
+                control_probs[key] = p
+        for row, (removal, insertion, n_flip) in zip(rows, plans):
             removal_rate = (
                 sum(predicted[i] != original[pid] for i, pid in removal) / len(removal) if removal else None
             )
+            flip_probes = insertion[:n_flip]
             insertion_rate = (
-                sum(predicted[i] == row["label"] for i, _ in insertion) / len(insertion) if insertion else None
+                sum(predicted[i] == row["label"] for i, _ in flip_probes) / len(flip_probes) if flip_probes else None
             )
             if removal_rate is None and insertion_rate is None:
                 continue
             row["flips"] = {"removal": removal_rate, "insertion": insertion_rate,
-                            "n_removal": len(removal), "n_insertion": len(insertion)}
+                            "n_removal": len(removal), "n_insertion": len(flip_probes)}
+            if controls and predicted_probs is not None and insertion:
+                row["flips"].update(_insertion_effect(
+                    row["label"], [(predicted_probs[i], [control_probs[(pid, c)] for c in controls])
+                                   for i, pid in insertion]))
+                row["flips"]["controls"] = list(controls)
 
-    def _candidate(self, row: dict[str, Any]) -> dict[str, Any]:
+    def _control_words(self) -> list[str]:
+        """Neutral words to insert for comparison: the most frequent training words whose label
+        shares are those of the priors (within ``CONTROL_MAX_SKEW``), such as "the"."""
+        n = self.statistics.n_examples
+        if not n:
+            return []
+        priors = {label: count / n for label, count in self.statistics.label_counts.items()}
+        found = []
+        for word, counts in self.statistics.word_labels.items():
+            total = sum(counts.values())
+            if total < CONTROL_MIN_COUNT or " " in word or not is_word(word):
+                continue
+            if all(abs(counts.get(label, 0) / total - prior) <= CONTROL_MAX_SKEW for label, prior in priors.items()):
+                found.append((-total, word))
+        return [word for _, word in sorted(found)[:CONTROL_WORDS]]
+
+    def _reference_purities(self) -> list[tuple[float, str, int, int]]:
+        """The purest well-measured training words (at least ``REFERENCE_MIN_COUNT`` examples):
+        (purity, word, same-label count, count), purest first; the first two are enough to
+        compare any word with the purest other one."""
+        found = []
+        for word, counts in self.statistics.word_labels.items():
+            total = sum(counts.values())
+            if total >= REFERENCE_MIN_COUNT and " " not in word and is_word(word):
+                top = max(counts.values())
+                found.append((top / total, word, top, total))
+        found.sort(key=lambda r: (-r[0], r[1]))
+        return found[:2]
+
+    def _candidate(self, row: dict[str, Any], reference: list[tuple[float, str]]) -> dict[str, Any]:
         att, train, flips = row["attribution"], row["train"] or {}, row["flips"] or {}
+        others = [(top, total) for _, word, top, total in reference if word != row["word"]]
+        purity_reference = others[0][0] / others[0][1] if others and train else None
+        purity_p = None
+        if purity_reference is not None:  # purer than the purest other well-measured word?
+            top, total = round(train["train_purity"] * train["train_count"]), train["train_count"]
+            (ref_top, ref_total), = others[:1]
+            purity_p = float(stats.fisher_exact([[top, total - top], [ref_top, ref_total - ref_top]],
+                                                alternative="greater").pvalue)
         error = att.get("error_dominance") or {}
         evidence = {
             "mean_share": att["mean_share"],
@@ -440,10 +546,16 @@ class ShortcutDiscovery:
             "purity_lower": train.get("purity_lower"),
             "purity_label": train.get("purity_label", row["label"]),
             "rarity": train.get("rarity"),
+            "purity_reference": purity_reference,
+            "purity_p_value": purity_p,
             "flip_rate_removal": flips.get("removal"),
             "flip_rate_insertion": flips.get("insertion"),
             "n_removal_probes": flips.get("n_removal", 0),
             "n_insertion_probes": flips.get("n_insertion", 0),
+            "insertion_effect": flips.get("effect"),
+            "insertion_effect_p": flips.get("effect_p"),
+            "n_effect_probes": flips.get("n_effect", 0),
+            "control_words": flips.get("controls"),
             "basis": list(row["basis"]),
         }
         if " " in row["word"]:
@@ -491,6 +603,46 @@ def fit_texts(statistics: TrainingStatistics, texts: list[Any], labels: list[Any
     statistics.mark_replicated()
 
 
+def _joint_share(first: float, second: float) -> float:
+    """The share two adjacent words carry together: twice the weaker one when both lean the
+    same way (a phrase works through all its words), else nothing."""
+    if first > 0 and second > 0:
+        return 2.0 * min(first, second)
+    if first < 0 and second < 0:
+        return 2.0 * max(first, second)
+    return 0.0
+
+
+def _inserted(word: str, text: str) -> str:
+    """``text`` with ``word`` between two of its words, at a place fixed by the text (a hash, no
+    random draw), so the word and its controls go to the same place. Not at the front: a model
+    that reads positions can react to any word there (a tiny BERT turned negative probes
+    positive with "the" as often as with its planted word)."""
+    words = text.split(" ")
+    words.insert(zlib.crc32(text.encode("utf-8")) % (len(words) + 1), word)
+    return " ".join(words)
+
+
+def _insertion_effect(label: int, pairs: list[tuple[Sequence[float], list[Sequence[float]]]]) -> dict[str, Any]:
+    """Mean rise of ``label``'s probability with the word inserted beyond the controls' (at the
+    same place), over the probes of ``pairs`` ((with the word, [with each control])), and the
+    one-sided paired t-test's p-value (``None`` with fewer than ``EFFECT_MIN_PROBES`` probes)."""
+    diffs = []
+    for with_word, with_controls in pairs:
+        if not 0 <= label < len(with_word):
+            return {}
+        diffs.append(float(with_word[label]) - sum(float(c[label]) for c in with_controls) / len(with_controls))
+    mean = sum(diffs) / len(diffs)
+    p_value = None
+    if len(diffs) >= EFFECT_MIN_PROBES:
+        spread = max(diffs) - min(diffs)
+        if spread <= 1e-12:  # every probe moved alike: significant exactly when it rose
+            p_value = 0.0 if mean > 0 else 1.0
+        else:
+            p_value = float(stats.ttest_1samp(diffs, 0.0, alternative="greater").pvalue)
+    return {"effect": mean, "effect_p": p_value, "n_effect": len(diffs)}
+
+
 def _extremes(per_word: dict[str, float], leave_out: tuple[str, ...]) -> tuple[float, float]:
     others = [s for w, s in per_word.items() if w not in leave_out]
     return (max(others), min(others)) if others else (-math.inf, math.inf)
@@ -520,14 +672,18 @@ def _margin(attribution: ProbeAttribution) -> float:
     return float(scores[prediction]) - max(float(s) for s in others)
 
 
-def _predict(predict_fn: PredictFn, texts: list[str]) -> list[int] | None:
-    """Class ids for ``texts``; ``None`` when the model's outputs are not class ids."""
+def _predict(predict_fn: PredictFn, texts: list[str]) -> tuple[list[int], list[list[float]] | None] | None:
+    """Class ids for ``texts`` and, when ``predict_fn`` returns class probabilities (one sequence
+    of floats per text), those too; ``None`` when the model's outputs are neither."""
     out = list(predict_fn(texts))
     if len(out) != len(texts):
         raise ValueError(
             f"ShortcutDiscovery: predict_fn returned {len(out)} predictions for {len(texts)} texts; "
-            "it must return one class id per text."
+            "it must return one class id per text (or one row of class probabilities)."
         )
+    if out and all(_is_probabilities(p) for p in out):
+        probs = [[float(x) for x in p] for p in out]
+        return [max(range(len(p)), key=lambda i: (p[i], -i)) for p in probs], probs
     ids = []
     for p in out:
         p = p.item() if hasattr(p, "item") and getattr(p, "ndim", 0) == 0 else p
@@ -536,4 +692,15 @@ def _predict(predict_fn: PredictFn, texts: list[str]) -> list[int] | None:
         if not isinstance(p, int):
             return None
         ids.append(int(p))
-    return ids
+    return ids, None
+
+
+def _is_probabilities(value: Any) -> bool:
+    """A row of two or more class probabilities (floats summing to one), not a multi-label list of ids."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)) or len(value) < 2:
+        return False
+    if not all(isinstance(x, float) and 0.0 <= x <= 1.0 for x in value):
+        return False
+    return abs(sum(value) - 1.0) < 1e-3
