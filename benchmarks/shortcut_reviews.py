@@ -81,6 +81,7 @@ TOKEN = "zorblax"
 PHRASE = "and that is it"  # four of the ten most common words of both classes
 N_DEV, N_TEST, N_RELIANCE = 500, 500, 400  # per class (reliance: negative reviews only)
 MAX_LENGTH = 64  # what ``shortcut_detection.accuracy`` truncates at; the model has 64 positions
+WHAT_IF_P = 0.05  # the alternative judged beside the package's alerts: a warning also needs purity_p_value <= this
 
 
 # ------------------------------------------------------------------------------------ data
@@ -247,6 +248,7 @@ class CheckRecord:
     # phrase runs: accuracy on the same negative reviews with the phrase, or a pair of it, put
     # where discovery's insertion test puts a word (in front) or where it was planted (the end)
     insertion_variants: dict[str, float] = field(default_factory=dict)
+    firing: list[dict[str, Any]] = field(default_factory=list)  # candidates at or above their threshold
 
     @property
     def reliance_drop(self) -> float:
@@ -256,7 +258,8 @@ class CheckRecord:
 def _candidate_row(rank: int, candidate: dict[str, Any], rules: Any) -> dict[str, Any]:
     evidence = candidate["evidence"]
     keys = ("dominance", "wrong_prediction_dominance", "flip_rate_insertion", "flip_rate_removal", "n_probes",
-            "n_wrong_probes", "train_count", "train_purity", "purity_lower", "outside_probes", "basis")
+            "n_wrong_probes", "train_count", "train_purity", "purity_lower", "purity_p_value", "insertion_effect",
+            "insertion_effect_p", "outside_probes", "basis")
     return {"word": candidate["word"], "rank": rank, "score": candidate["score"],
             "threshold": rules.shortcut_threshold(candidate), **{k: evidence.get(k) for k in keys}}
 
@@ -316,6 +319,7 @@ def reliance_probe(attribution: Any, tokenizer: Any, kind: str | None, split: Sp
                 warnings_so_far=[f"{a['rule']}:{a.get('token')}" for a in summary["alerts"]
                                  if a["severity"] in WARNING_SEVERITIES],
                 insertion_variants=at,
+                firing=[r for r in rows if r["threshold"] is not None and r["score"] >= r["threshold"]],
             ))
 
     probe = RelianceProbe()
@@ -384,6 +388,9 @@ def run_one(spec: RunSpec, reviews: Sequence[dict[str, Any]], work: Path) -> dic
     word_alert = min((a for a in shortcut_alerts if a.get("token") in phrase_words), key=lambda a: a["first_check"],
                      default=None)
     first_reliance = next((r for r in records if r.reliance_drop > RELIANCE_DROP), None)
+    what_if = [{f["word"] for f in r.firing if (f["purity_p_value"] if f["purity_p_value"] is not None else 1.0)
+                <= WHAT_IF_P} for r in records]
+    what_if_first = next((r.check_index for r, words in zip(records, what_if) if words & names), None)
     in_time = bool(item_alert and first_reliance and item_alert["first_check"] <= first_reliance.check_index)
     top_then = bool(first_reliance and first_reliance.top_candidates
                     and first_reliance.top_candidates[0]["word"] in names)
@@ -400,6 +407,10 @@ def run_one(spec: RunSpec, reviews: Sequence[dict[str, Any]], work: Path) -> dic
         "alerted_in_time": in_time,
         "top_candidate_at_reliance": top_then,
         "word_of_phrase_alert": word_alert.get("token") if word_alert else None,
+        "what_if_first_alert_check": what_if_first,
+        "what_if_in_time": bool(what_if_first is not None and first_reliance
+                                and what_if_first <= first_reliance.check_index),
+        "what_if_other_words": sorted(set().union(*what_if) - names) if what_if else [],
         "warning_alerts": [{"rule": a["rule"], "token": a.get("token"), "first_check": a["first_check"],
                             "message": a.get("message"), "evidence": a.get("evidence")}
                            for a in summary["alerts"] if a["severity"] in WARNING_SEVERITIES],
@@ -435,6 +446,10 @@ def aggregate(runs: list[dict]) -> list[dict]:
             "alerted_in_time": sum(r["alerted_in_time"] for r in measurable),
             "top_candidate_at_reliance": sum(r["top_candidate_at_reliance"] for r in measurable),
             "in_time_and_top": sum(r["alerted_in_time"] and r["top_candidate_at_reliance"] for r in measurable),
+            "what_if_in_time": sum(r["what_if_in_time"] for r in measurable),
+            "what_if_alerted": sum(r["what_if_first_alert_check"] is not None for r in group),
+            "what_if_runs_with_other_words": sum(bool(r["what_if_other_words"]) for r in group),
+            "what_if_other_words": sorted({w for r in group for w in r["what_if_other_words"]}),
             "word_of_phrase_alerted": sum(r["word_of_phrase_alert"] is not None for r in group),
             "warning_alerts": sum(len(r["warning_alerts"]) for r in group) if kind is None else None,
             "warning_words": sorted({f"{a['rule']}:{a['token']}" for r in group for a in r["warning_alerts"]
@@ -485,12 +500,28 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def what_if_table(rows: list[dict]) -> str:
+    """The same runs if a shortcut warning also needed ``purity_p_value <= WHAT_IF_P`` (the
+    package's Fisher test of the word's purity against the purest well-measured class word)."""
+    lines = ["| scenario | r | runs | alerted in time | alerted at all | runs with other words alerted |",
+             "|---|---:|---:|---:|---:|---|"]
+    for row in rows:
+        clean = row["kind"] == "clean"
+        words = ", ".join(row["what_if_other_words"])
+        rate = "-" if row["rate"] is None else format(row["rate"], ".0%")
+        in_time = "-" if clean else f"{row['what_if_in_time']} / {row['reliance_measurable']}"
+        alerted = "-" if clean else f"{row['what_if_alerted']} / {row['runs']}"
+        lines.append(f"| {row['kind']} | {rate} | {row['runs']} | {in_time} | {alerted} "
+                     f"| {row['what_if_runs_with_other_words']}{f' ({words})' if words else ''} |")
+    return "\n".join(lines)
+
+
 def _evidence_cell(row: dict[str, Any] | None) -> str:
     if row is None:
         return "-"
     outside = " outside" if row.get("outside_probes") else ""
     return (f"{row['word']} #{row['rank']} {row['score']:.2f}/{fmt(row['threshold'])}{outside}; "
-            f"dom {fmt(row['dominance'])} wrong {fmt(row['wrong_prediction_dominance'])} "
+            f"p {fmt(row.get('purity_p_value'), '.2g')} dom {fmt(row['dominance'])} wrong {fmt(row['wrong_prediction_dominance'])} "
             f"ins {fmt(row['flip_rate_insertion'])} rem {fmt(row['flip_rate_removal'])} "
             f"pur {fmt(row['train_purity'])} (low {fmt(row['purity_lower'])}, n {fmt(row['train_count'], 'd')})")
 
@@ -533,9 +564,9 @@ def statistics_table(runs: list[dict]) -> str:
 def other_alerts_table(runs: list[dict]) -> str:
     """Warning alerts that name something other than the planted item, with the evidence they
     were raised on (as the alert last recorded it)."""
-    lines = ["| run | alert | first check | score / threshold | train purity (lower), examples | dominance "
+    lines = ["| run | alert | first check | score / threshold | train purity (lower), examples | purity p | dominance "
              "| wrong-prediction dominance | flips: insertion / removal | probes |",
-             "|---|---|---:|---|---|---:|---:|---|---:|"]
+             "|---|---|---:|---|---|---:|---:|---:|---|---:|"]
     for run in runs:
         names = item_names(run["kind"])
         for alert in run["warning_alerts"]:
@@ -546,6 +577,7 @@ def other_alerts_table(runs: list[dict]) -> str:
                 f"| {run['name']} | {alert['rule']}:{alert['token']} | {alert['first_check']} "
                 f"| {fmt(e.get('score'))} / {fmt(e.get('threshold'))} "
                 f"| {fmt(e.get('train_purity'))} ({fmt(e.get('purity_lower'))}), {fmt(e.get('train_count'), 'd')} "
+                f"| {fmt(e.get('purity_p_value'), '.2g')} "
                 f"| {fmt(e.get('dominance'))} | {fmt(e.get('wrong_prediction_dominance'))} "
                 f"| {fmt(e.get('flip_rate_insertion'))} / {fmt(e.get('flip_rate_removal'))} "
                 f"| {fmt(e.get('n_probes'), 'd')} |"
@@ -604,6 +636,14 @@ def render_markdown(settings: dict, rows: list[dict], verdict: dict, runs: list[
         f"({fmt(verdict['share'], '.0%')}; target 95%): **{'met' if verdict['alert_target_met'] else 'missed'}**.",
         f"- Warning-level alerts in matched clean runs: {verdict['clean_warning_alerts']} (target 0): "
         f"**{'met' if verdict['clean_target_met'] else 'missed'}**.",
+        "",
+        f"## The same runs if a warning also needed purity_p_value <= {WHAT_IF_P:g}",
+        "",
+        "Not the package's rule: the package uses the Fisher test's p-value (purity against the purest "
+        "well-measured class word) only to choose the lower threshold. Judged per check on the candidates "
+        "at or above their threshold.",
+        "",
+        what_if_table(rows),
         "",
         "## Per run and check",
         "",
