@@ -112,6 +112,9 @@ class AlertRules:
     two; candidates with attribution evidence alone never alert, because
     genuine sentiment words dominate attributions in a clean run too. A label-pure training word
     that no probe contains is judged by its insertion flips alone, against ``shortcut_min_score``.
+    Where the purity p-value exists, no candidate above ``pure_max_p`` alerts at all: in real
+    reviews genuine words are often pure in a handful of examples ("unfunny" 19 of 19), and only
+    the comparison with the data's well-measured class words tells them from a planted one.
     """
 
     def __init__(
@@ -245,6 +248,9 @@ class AlertRules:
         basis = set((candidate.get("evidence") or {}).get("basis") or ())
         if "training" not in basis:
             return None  # without training statistics a genuine class word looks the same
+        p_value = (candidate.get("evidence") or {}).get("purity_p_value")
+        if p_value is not None and float(p_value) > self.pure_max_p:
+            return None  # no purer than the data's own class words: a good class word, rare or not
         if "attribution" not in basis:  # a word no probe contains: its insertion flips alone
             return self.shortcut_min_score if "counterfactual" in basis else None
         if "counterfactual" in basis:

@@ -513,13 +513,17 @@ class ShortcutDiscovery:
     def _reference_purities(self) -> list[tuple[float, str, int, int]]:
         """The purest well-measured training words (at least ``REFERENCE_MIN_COUNT`` examples):
         (purity, word, same-label count, count), purest first; the first two are enough to
-        compare any word with the purest other one."""
+        compare any word with the purest other one. A word seen with one label only in that
+        many examples is no yardstick of a genuine class word (those occur in negations,
+        contrasts and mislabelled examples): it is itself suspect, and taking it would let two
+        planted words hide each other."""
         found = []
         for word, counts in self.statistics.word_labels.items():
             total = sum(counts.values())
             if total >= REFERENCE_MIN_COUNT and " " not in word and is_word(word):
                 top = max(counts.values())
-                found.append((top / total, word, top, total))
+                if top < total:
+                    found.append((top / total, word, top, total))
         found.sort(key=lambda r: (-r[0], r[1]))
         return found[:2]
 

@@ -103,9 +103,9 @@ def test_thirteen_pure_examples_are_purer_than_class_words_of_74_percent():
     rules = AlertRules()
     with_flips = {**candidate, "evidence": {**evidence, "basis": ["attribution", "training", "counterfactual"]}}
     assert rules.shortcut_threshold(with_flips) == rules.shortcut_min_score_pure
-    # as mixed as the class words: no lower threshold
+    # as mixed as the class words: a class word, however pure its few examples, never alerts
     mixed = {**with_flips, "evidence": {**with_flips["evidence"], "purity_p_value": 0.3}}
-    assert rules.shortcut_threshold(mixed) == rules.shortcut_min_score
+    assert rules.shortcut_threshold(mixed) is None
 
 
 def test_the_purest_class_word_is_not_purer_than_class_words():
@@ -120,7 +120,7 @@ def test_the_purest_class_word_is_not_purer_than_class_words():
     assert candidate["evidence"]["purity_p_value"] > 0.1
     with_flips = {**candidate, "evidence": {**candidate["evidence"],
                                             "basis": ["attribution", "training", "counterfactual"]}}
-    assert AlertRules().shortcut_threshold(with_flips) == AlertRules().shortcut_min_score
+    assert AlertRules().shortcut_threshold(with_flips) is None
 
 
 def test_a_class_word_does_not_make_its_pair_dominant():

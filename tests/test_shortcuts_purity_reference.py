@@ -1,0 +1,61 @@
+"""What a word's training purity is compared with: the data's well-measured class words.
+
+In real reviews genuine words are often pure in a handful of examples ("unfunny" 19 of 19);
+only the comparison with the purest well-measured class word tells them from a planted word.
+A word seen with one label only in many examples is itself suspect and is never that yardstick,
+so two planted words do not hide each other.
+"""
+
+from __future__ import annotations
+
+from helpers.attribution_records import attribution, snapshot
+from explain_callbacks.alerts import AlertRules
+from explain_callbacks.shortcuts import ShortcutDiscovery
+
+FULL_BASIS = ["attribution", "training", "counterfactual"]
+
+
+def _class_words(purity_percent: int, n: int = 200) -> tuple[list[str], list[int]]:
+    """``great``/``awful`` as class words ``purity_percent`` pure in ``n`` examples each."""
+    texts, labels = [], []
+    for i in range(2 * n):
+        label = i % 2
+        word = ("great" if label else "awful") if (i // 2) % 100 < purity_percent else ("awful" if label else "great")
+        texts.append(f"the plot was {word}")
+        labels.append(label)
+    return texts, labels
+
+
+def _candidates(texts, labels, probes):
+    return {c["word"]: c for c in ShortcutDiscovery(texts, labels).rank(snapshot(0, probes))}
+
+
+def _with_flips(candidate):
+    return {**candidate, "evidence": {**candidate["evidence"], "basis": FULL_BASIS}}
+
+
+def test_two_planted_words_do_not_hide_each_other():
+    texts, labels = _class_words(74)
+    texts += ["zorblax the plot"] * 60 + ["qwibble the plot"] * 60
+    labels += [1] * 60 + [0] * 60
+    probes = [attribution("p0", ["zorblax", "the", "plot"], [0.8, 0.1, 0.1]),
+              attribution("p1", ["qwibble", "the", "plot"], [0.8, 0.1, 0.1], target=0)]
+    candidates = _candidates(texts, labels, probes)
+    rules = AlertRules()
+    for word in ("zorblax", "qwibble"):
+        evidence = candidates[word]["evidence"]
+        # compared with the 74% class words, not with the other planted word (100%: p = 1)
+        assert evidence["purity_reference"] < 0.8 and evidence["purity_p_value"] < 1e-6
+        assert rules.shortcut_threshold(_with_flips(candidates[word])) == rules.shortcut_min_score_pure
+
+
+def test_a_rare_pure_class_word_never_alerts_beside_purer_class_words():
+    texts, labels = _class_words(92)
+    texts += ["an unfunny plot"] * 19
+    labels += [0] * 19
+    probes = [attribution("p0", ["an", "unfunny", "plot"], [0.05, 0.9, 0.05], target=0)]
+    candidate = _candidates(texts, labels, probes)["unfunny"]
+    assert candidate["evidence"]["train_purity"] == 1.0 and candidate["evidence"]["purity_p_value"] > 0.05
+    strong = {**_with_flips(candidate), "score": 1.0}
+    assert AlertRules().shortcut_threshold(strong) is None
+    assert AlertRules().evaluate(snapshot(0, probes), [strong]) == []
