@@ -34,6 +34,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .probes import ProbeSet
 from .records import Alert, ProbeAttribution, Snapshot, json_safe
 from .words import is_word, word_spans
+from .validation import is_int, positive_int, versioned_state
 
 logger = logging.getLogger(__name__)
 
@@ -149,9 +150,7 @@ class AlertRules:
             if lowered not in tokens:
                 tokens.append(lowered)
         self.watch_tokens = tuple(tokens)
-        if isinstance(watch_top_k, bool) or not isinstance(watch_top_k, int) or watch_top_k < 1:
-            raise ValueError(f"AlertRules: watch_top_k must be a positive integer, got {watch_top_k!r}.")
-        self.watch_top_k = watch_top_k
+        self.watch_top_k = positive_int(watch_top_k, "watch_top_k", "AlertRules")
         self.watch_probe_fraction = _check_fraction("watch_probe_fraction", watch_probe_fraction, True)
         self.watch_share = _check_fraction("watch_share", watch_share, True)
         pairs: list[tuple[str, str]] = []
@@ -190,17 +189,13 @@ class AlertRules:
             )
         self.pure_purity_lower = _check_fraction("pure_purity_lower", pure_purity_lower, True)
         self.pure_max_p = _check_fraction("pure_max_p", pure_max_p, True)
-        if isinstance(health_min_probes, bool) or not isinstance(health_min_probes, int) or health_min_probes < 2:
-            raise ValueError(f"AlertRules: health_min_probes must be an integer >= 2, got {health_min_probes!r}.")
-        self.health_min_probes = health_min_probes
+        self.health_min_probes = positive_int(health_min_probes, "health_min_probes", "AlertRules", minimum=2)
         self.health_max_drop = _check_fraction("health_max_drop", health_max_drop, True)
         self.health_margin = _check_fraction("health_margin", health_margin)
         self._best_accuracy: float | None = None
         self._predicted_several = False  # some earlier check spread its predictions over 2+ classes
         self._one_class_checks = 0  # consecutive checks (up to this one) that predicted one class
-        if isinstance(min_checks, bool) or not isinstance(min_checks, int) or min_checks < 1:
-            raise ValueError(f"AlertRules: min_checks must be a positive integer, got {min_checks!r}.")
-        self.min_checks = min_checks
+        self.min_checks = positive_int(min_checks, "min_checks", "AlertRules")
         self.severities = dict(DEFAULT_SEVERITIES)
         for rule, severity in (severities or {}).items():
             if rule not in RULES:
@@ -444,21 +439,15 @@ class AlertRules:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore from :meth:`state_dict`; an empty mapping means no alerts yet."""
-        if isinstance(state, Mapping) and not state:
-            state = {"version": 1}
-        if not isinstance(state, Mapping) or state.get("version") != 1:
-            raise ValueError(
-                "AlertRules.load_state_dict: not an AlertRules state (expected a mapping with "
-                "version 1, as AlertRules.state_dict() returns)."
-            )
+        state = versioned_state(state, 1, "AlertRules")
         alerts = [Alert.from_dict(a) for a in state.get("alerts", [])]
         self._alerts = {a.key: a for a in alerts}
         self._streaks = {str(k): int(v) for k, v in state.get("streaks", {}).items()}
         best = state.get("best_accuracy")
-        self._best_accuracy = float(best) if isinstance(best, (int, float)) and not isinstance(best, bool) else None
+        self._best_accuracy = float(best) if is_int(best) or isinstance(best, float) else None
         self._predicted_several = state.get("predicted_several") is True
         one_class_checks = state.get("one_class_checks", 0)
-        self._one_class_checks = one_class_checks if isinstance(one_class_checks, int) and not isinstance(one_class_checks, bool) else 0
+        self._one_class_checks = one_class_checks if is_int(one_class_checks) else 0
 
 
 def _watched_occurrence(attribution: ProbeAttribution, phrase: list[str], top_k: int) -> list[dict[str, Any]]:

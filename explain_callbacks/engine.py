@@ -37,6 +37,7 @@ from .isolation import full_precision, isolated_from_training
 from .probes import Probe, ProbeSet, as_probe_set
 from .quadrature import interval_errors, points_to_add, trapezoid_weights, uniform_points
 from .records import ProbeAttribution
+from .validation import is_int, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -161,9 +162,8 @@ class AttributionEngine:
         **adapter_options: Any,
     ):
         self.adapter: ModelAdapter = as_adapter(adapter_or_model, tokenizer, **adapter_options)
-        if not isinstance(n_steps, int) or n_steps < 2:
-            raise ValueError(f"n_steps must be an int >= 2, got {n_steps!r}.")
-        if not isinstance(max_steps, int) or max_steps < n_steps:
+        positive_int(n_steps, "n_steps", "AttributionEngine", minimum=2)
+        if not is_int(max_steps) or max_steps < n_steps:
             raise ValueError(f"max_steps ({max_steps!r}) must be an int >= n_steps ({n_steps}).")
         if method not in METHODS:
             raise ValueError(f"method {method!r} is not one of {METHODS}.")

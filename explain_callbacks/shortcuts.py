@@ -74,7 +74,7 @@ from .alerts import json_safe, word_pattern
 from .drift import lowercase_word_shares
 from .records import ProbeAttribution, Snapshot
 from .statistics import TrainingStatistics, as_label
-from .validation import positive_int
+from .validation import positive_int, versioned_state
 from .words import adjacent_pairs, is_word, text_words
 
 logger = logging.getLogger(__name__)
@@ -579,11 +579,7 @@ class ShortcutDiscovery:
         """Restore from :meth:`state_dict`; an empty mapping keeps the current statistics."""
         if isinstance(state, dict) and not state:
             return
-        if not isinstance(state, dict) or state.get("version") != 2:
-            raise ValueError(
-                "ShortcutDiscovery.load_state_dict: not a ShortcutDiscovery state (expected a mapping "
-                "with version 2, as ShortcutDiscovery.state_dict() returns)."
-            )
+        versioned_state(state, 2, "ShortcutDiscovery")
         self.statistics.load_state_dict(state)
 
 

@@ -23,7 +23,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping
 from typing import Any, Hashable, Iterable, Sequence
 
-from .validation import positive_int
+from .validation import positive_int, versioned_state
 from .words import IdsToWords, adjacent_pairs, text_words
 
 log = logging.getLogger(__name__)
@@ -245,11 +245,7 @@ class TrainingStatistics:
         """Restore :meth:`state_dict` (replacing what is counted); ``{}`` keeps the current counts."""
         if not state:
             return
-        if not isinstance(state, dict) or state.get("version") != 2:
-            raise ValueError(
-                "TrainingStatistics.load_state_dict: not a TrainingStatistics state (expected a mapping with "
-                "version 2, as TrainingStatistics.state_dict() returns)."
-            )
+        versioned_state(state, 2, "TrainingStatistics")
         self.__init__(int(state.get("max_examples", self.max_examples)), state.get("pairs"), self.seed)
         self.rate, self.epoch = float(state.get("rate", 1.0)), state.get("epoch")
         self.complete = bool(state.get("complete", False))

@@ -179,6 +179,7 @@ def test_state_dict_round_trip():
      ({"max_unconverged_fraction": -0.1}, "max_unconverged_fraction"), ({"min_checks": 0}, "min_checks"),
      ({"shortcut_min_score": 0.8, "shortcut_min_score_partial": 0.6}, "at least"),
      ({"shortcut_min_score_pure": 0.6}, "at most"), ({"pure_purity_lower": 0}, "pure_purity_lower"),
+     ({"pure_max_p": 1.5}, "pure_max_p"), ({"health_min_probes": True}, "health_min_probes"),
      ({"severities": {"shortcut": "fatal"}}, "severity"), ({"severities": {"nope": "info"}}, "unknown rule")],
 )
 def test_rejects_bad_options(kwargs, message):
