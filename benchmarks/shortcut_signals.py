@@ -122,7 +122,7 @@ class SignalProbe(pl.Callback):
         lines = (monitor.run_path / "attributions.jsonl").read_text().splitlines()
         snapshot = Snapshot.from_dict(json.loads(lines[-1]))
         discovery = monitor.discovery
-        evidence = discovery._attribution_evidence(snapshot)  # the dominance of every probe word, gated or not
+        evidence = discovery.attribution_evidence(snapshot)  # every probe word, gated or not
         ranked = {c["word"]: c for c in summary["candidates"]}
         self.history.append((val, {w: e["dominance"] for w, e in evidence.items()}))
         early = provenance.early_importance(self.history)

@@ -222,7 +222,7 @@ class ShortcutDiscovery:
         they are skipped (``flip_rate_*`` are ``None``). Probes with a ``text_pair`` are not
         edited, since ``predict_fn`` takes single texts.
         """
-        per_word = self._attribution_evidence(snapshot)
+        per_word = self.attribution_evidence(snapshot)
         forwards: dict[str, Any] = {}  # the probes' own predictions and the controls', shared by every test
         rows = []
         for word, evidence in per_word.items():
@@ -311,11 +311,12 @@ class ShortcutDiscovery:
         limit = CLASS_WORD_EXCESS if train["purity_label"] == pair_label else CLASS_WORD_EXCESS / 2.5
         return train["purity_excess"] >= limit
 
-    def _attribution_evidence(self, snapshot: Snapshot) -> dict[str, dict[str, Any]]:
+    def attribution_evidence(self, snapshot: Snapshot) -> dict[str, dict[str, Any]]:
         """Per word (and adjacent pair, with training data): its shares on the probes that
         contain it, and the evidence of the misclassified ones: the word that carries the
         prediction (the top share toward a wrong predicted class) or that works against the gold
-        label (a large negative share toward it) is what makes the probe wrong."""
+        label (a large negative share toward it) is what makes the probe wrong. Every probe word
+        is here, whatever its purity gate; :meth:`rank` keeps the candidates."""
         shares: dict[str, list[float]] = defaultdict(list)
         top1: dict[str, int] = defaultdict(int)
         support: dict[str, Counter] = defaultdict(Counter)
