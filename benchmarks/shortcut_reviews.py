@@ -81,7 +81,7 @@ TOKEN = "zorblax"
 PHRASE = "and that is it"  # four of the ten most common words of both classes
 N_DEV, N_TEST, N_RELIANCE = 500, 500, 400  # per class (reliance: negative reviews only)
 MAX_LENGTH = 64  # what ``shortcut_detection.accuracy`` truncates at; the model has 64 positions
-WHAT_IF_P = 0.05  # the alternative judged beside the package's alerts: a warning also needs purity_p_value <= this
+WHAT_IF_P = 0.05  # cross-check beside the package's alerts: a warning also needs purity_p_value <= this
 
 
 # ------------------------------------------------------------------------------------ data
@@ -639,9 +639,10 @@ def render_markdown(settings: dict, rows: list[dict], verdict: dict, runs: list[
         "",
         f"## The same runs if a warning also needed purity_p_value <= {WHAT_IF_P:g}",
         "",
-        "Not the package's rule: the package uses the Fisher test's p-value (purity against the purest "
-        "well-measured class word) only to choose the lower threshold. Judged per check on the candidates "
-        "at or above their threshold.",
+        "Recomputed here from each check's candidates at or above their threshold. The package applies this "
+        "rule itself since 6dce447 (`AlertRules(pure_max_p=0.05)`: purity p-value, Fisher against the purest "
+        "well-measured class word); before it, this measured what the rule would change; now it should equal "
+        "the package's alerts.",
         "",
         what_if_table(rows),
         "",
