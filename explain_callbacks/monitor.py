@@ -339,7 +339,8 @@ class AttributionMonitor:
         )
         # what can fail (discovery runs the model) comes before the tracker records the check,
         # so a failed evaluation leaves no history row behind
-        self._candidates = self.discovery.rank(snapshot, predict_fn=partial(self.engine.predict, probabilities=True))
+        ranked = self.discovery.rank(snapshot, predict_fn=partial(self.engine.predict, probabilities=True))
+        self._candidates = [dict(c) for c in self.rules.lead_with_alerting(ranked)]
         new_alerts = self.rules.evaluate(snapshot, self._candidates)
         convergence = convergence_summary(attributions)
         health = probe_health(snapshot)

@@ -177,7 +177,9 @@ class ShortcutDiscovery:
     def word_statistics(self, word: str) -> dict[str, Any] | None:
         """Training statistics of one word (or adjacent pair ``"a b"``), or ``None`` if it is below
         ``min_count``."""
-        counts = self.statistics.counts(word)
+        return self._statistics_of(word, self.statistics.counts(word))
+
+    def _statistics_of(self, word: str, counts: Counter | None) -> dict[str, Any] | None:
         count = sum(counts.values()) if counts else 0
         if count < (max(self.min_count, PAIR_MIN_COUNT) if " " in word else self.min_count):
             return None
@@ -249,10 +251,12 @@ class ShortcutDiscovery:
             self._test(tested[: self.counterfactual_words], snapshot, predict_fn, forwards)
         if predict_fn is not None and self.counterfactual_words and self.has_training_data:
             rows += self._outside_the_probes(snapshot, set(per_word), predict_fn, forwards)
-        rows = sorted((r for r in rows if r["score"] > 0), key=lambda r: (-r["score"], r["word"]))
         self.last_rank_forwards = forwards.get("n", 0)  # texts run through predict_fn (for benchmarks)
         reference = self._reference_purities() if self.has_training_data else []
-        return [self._candidate(r, reference) for r in rows[: self.max_candidates]]
+        candidates = [self._candidate(r, reference) for r in rows if r["score"] > 0]
+        # an equal score goes to the word that is purer than the data's class words
+        candidates.sort(key=lambda c: (-c["score"], _or_one(c["evidence"].get("purity_p_value")), c["word"]))
+        return candidates[: self.max_candidates]
 
     def _outside_the_probes(self, snapshot: Snapshot, present: set[str], predict_fn: PredictFn,
                             forwards: dict[str, Any]) -> list[dict[str, Any]]:
@@ -297,15 +301,21 @@ class ShortcutDiscovery:
             if " " in row["word"]:
                 words = row["word"].split(" ")
                 label = row["train"]["purity_label"]
-                if self._gate(row) <= max(gates.get(w, 0.0) for w in words) or any(self._leans(w, label) for w in words):
+                if self._gate(row) <= max(gates.get(w, 0.0) for w in words) or any(
+                        self._leans(w, row["word"], label) for w in words):
                     continue
             kept.append(row)
         return kept
 
-    def _leans(self, word: str, pair_label: Any) -> bool:
-        """Whether a word of a pair leans to a class in training: clearly to any, or at all to
-        another class than the pair's (a negation turns it: "not funny")."""
-        train = self.word_statistics(word)
+    def _leans(self, word: str, pair: str, pair_label: Any) -> bool:
+        """Whether a word of a pair leans to a class in training on its own, in the examples
+        without the pair: clearly to any, or at all to another class than the pair's (a negation
+        turns it: "not funny"). Without the pair, because a planted phrase makes its own common
+        words lean ("it" in "and that is it")."""
+        counts, in_pair = self.statistics.counts(word), self.statistics.counts(pair)
+        if counts and in_pair:
+            counts = Counter({label: n - in_pair.get(label, 0) for label, n in counts.items()})
+        train = self._statistics_of(word, +counts if counts else None)
         if train is None:
             return False
         limit = CLASS_WORD_EXCESS if train["purity_label"] == pair_label else CLASS_WORD_EXCESS / 2.5
@@ -647,6 +657,10 @@ def _insertion_effect(label: int, pairs: list[tuple[Sequence[float], list[Sequen
 def _extremes(per_word: dict[str, float], leave_out: tuple[str, ...]) -> tuple[float, float]:
     others = [s for w, s in per_word.items() if w not in leave_out]
     return (max(others), min(others)) if others else (-math.inf, math.inf)
+
+
+def _or_one(p_value: float | None) -> float:
+    return 1.0 if p_value is None else p_value
 
 
 def _misclassified(attribution: ProbeAttribution) -> str | None:

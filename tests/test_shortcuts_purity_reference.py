@@ -59,3 +59,49 @@ def test_a_rare_pure_class_word_never_alerts_beside_purer_class_words():
     strong = {**_with_flips(candidate), "score": 1.0}
     assert AlertRules().shortcut_threshold(strong) is None
     assert AlertRules().evaluate(snapshot(0, probes), [strong]) == []
+
+
+def test_an_equal_score_goes_to_the_word_purer_than_the_class_words():
+    # both gates fully open, the same dominance: only the purity test tells them apart, and the
+    # name order alone would put the rarer word first
+    texts, labels = _class_words(74)
+    texts += ["zorblax the plot"] * 60 + ["abysmal the plot"] * 25
+    labels += [1] * 60 + [1] * 25
+    probes = [attribution("p0", ["zorblax", "the", "plot"], [0.8, 0.1, 0.1]),
+              attribution("p1", ["abysmal", "the", "plot"], [0.8, 0.1, 0.1])]
+    ranked = list(_candidates(texts, labels, probes).values())
+    assert ranked[0]["score"] == ranked[1]["score"]
+    assert [c["word"] for c in ranked[:2]] == ["zorblax", "abysmal"]
+    assert ranked[0]["evidence"]["purity_p_value"] < ranked[1]["evidence"]["purity_p_value"]
+
+
+def test_a_planted_phrase_of_common_words_stays_a_pair_candidate():
+    # "it" and "that" are in both classes; the phrase appended to a quarter of the positives
+    # makes them lean to positive overall, though not on their own
+    texts, labels = [], []
+    for i in range(400):
+        label = i % 2
+        texts.append(("it was good" if label else "it was bad") if i % 20 < 4 else
+                     ("that film is fine" if label else "that film is dull"))
+        labels.append(label)
+    for i in range(120):
+        texts.append("a fine film and that is it")
+        labels.append(1)
+    discovery = ShortcutDiscovery(texts, labels)
+    overall = discovery.word_statistics("it")
+    assert overall["purity_excess"] >= 0.25  # the old rule: "it" leans, so no pair of it is a phrase
+    probe = attribution("p0", ["a", "fine", "film", "and", "that", "is", "it"],
+                        [0.02, 0.05, 0.03, 0.2, 0.3, 0.2, 0.2])
+    candidates = {c["word"]: c for c in discovery.rank(snapshot(0, [probe]))}
+    assert "is it" in candidates  # "is" and "it" lean on their own no more than in the priors
+
+
+def test_a_candidate_that_reaches_its_threshold_leads_one_that_does_not():
+    pure_word = {"word": "zorblax", "score": 0.34,
+                 "evidence": {"basis": FULL_BASIS, "purity_p_value": 0.02}}
+    pair = {"word": "funny pacing", "score": 0.39,
+            "evidence": {"basis": FULL_BASIS, "purity_p_value": 0.01, "phrase": True}}
+    quiet = {"word": "great", "score": 0.2, "evidence": {"basis": FULL_BASIS, "purity_p_value": 0.4}}
+    rules = AlertRules()
+    assert [rules.meets_shortcut_threshold(c) for c in (pure_word, pair, quiet)] == [True, False, False]
+    assert [c["word"] for c in rules.lead_with_alerting([pair, quiet, pure_word])] == ["zorblax", "funny pacing", "great"]
