@@ -302,20 +302,19 @@ class ShortcutDiscovery:
                 words = row["word"].split(" ")
                 label = row["train"]["purity_label"]
                 if self._gate(row) <= max(gates.get(w, 0.0) for w in words) or any(
-                        self._leans(w, row["word"], label) for w in words):
+                        self._leans(w, label) for w in words):
                     continue
             kept.append(row)
         return kept
 
-    def _leans(self, word: str, pair: str, pair_label: Any) -> bool:
-        """Whether a word of a pair leans to a class in training on its own, in the examples
-        without the pair: clearly to any, or at all to another class than the pair's (a negation
-        turns it: "not funny"). Without the pair, because a planted phrase makes its own common
-        words lean ("it" in "and that is it")."""
-        counts, in_pair = self.statistics.counts(word), self.statistics.counts(pair)
-        if counts and in_pair:
-            counts = Counter({label: n - in_pair.get(label, 0) for label, n in counts.items()})
-        train = self._statistics_of(word, +counts if counts else None)
+    def _leans(self, word: str, pair_label: Any) -> bool:
+        """Whether a word of a pair leans to a class in training: clearly to any, or at all to
+        another class than the pair's (a negation turns it: "not funny"). Measured overall, pair
+        included: outside "a moving" the word "moving" is only 56% positive in the benchmark's
+        clean data (its negative uses are negated), so "a moving" looks purer than its words
+        although it is a class word in its plain use. The cost: a planted phrase of common
+        words can make its own words lean, which rules its pairs out."""
+        train = self.word_statistics(word)
         if train is None:
             return False
         limit = CLASS_WORD_EXCESS if train["purity_label"] == pair_label else CLASS_WORD_EXCESS / 2.5

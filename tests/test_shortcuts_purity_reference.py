@@ -75,25 +75,17 @@ def test_an_equal_score_goes_to_the_word_purer_than_the_class_words():
     assert ranked[0]["evidence"]["purity_p_value"] < ranked[1]["evidence"]["purity_p_value"]
 
 
-def test_a_planted_phrase_of_common_words_stays_a_pair_candidate():
-    # "it" and "that" are in both classes; the phrase appended to a quarter of the positives
-    # makes them lean to positive overall, though not on their own
-    texts, labels = [], []
-    for i in range(400):
-        label = i % 2
-        texts.append(("it was good" if label else "it was bad") if i % 20 < 4 else
-                     ("that film is fine" if label else "that film is dull"))
-        labels.append(label)
-    for i in range(120):
-        texts.append("a fine film and that is it")
-        labels.append(1)
-    discovery = ShortcutDiscovery(texts, labels)
-    overall = discovery.word_statistics("it")
-    assert overall["purity_excess"] >= 0.25  # the old rule: "it" leans, so no pair of it is a phrase
-    probe = attribution("p0", ["a", "fine", "film", "and", "that", "is", "it"],
-                        [0.02, 0.05, 0.03, 0.2, 0.3, 0.2, 0.2])
-    candidates = {c["word"]: c for c in discovery.rank(snapshot(0, [probe]))}
-    assert "is it" in candidates  # "is" and "it" lean on their own no more than in the priors
+def test_a_class_word_in_its_plain_use_is_no_phrase():
+    # clean data without label noise: "a moving" is 73 of 73 positive, "moving" 130 of 175
+    # (outside the pair only 57 of 102: its negative uses are negated); judged outside the
+    # pair, "moving" did not lean and "a moving" alerted in a clean benchmark run
+    from explain_callbacks.synthetic import planted_reviews
+
+    data = planted_reviews(2000, shortcut=None, label_noise=0.0, seed=0)
+    discovery = ShortcutDiscovery(data.texts, data.labels)
+    assert discovery.statistics.counts("a moving") == {1: 73}
+    probe = attribution("p0", ["a", "moving", "film"], [0.3, 0.6, 0.1])
+    assert "a moving" not in {c["word"] for c in discovery.rank(snapshot(0, [probe]))}
 
 
 def test_a_candidate_that_reaches_its_threshold_leads_one_that_does_not():

@@ -323,5 +323,5 @@ def test_a_negated_class_word_is_no_phrase_even_when_only_mildly_pure():
     data = planted_reviews(2000, shortcut="zorblax", rate=0.05, purity=1.0, label_noise=0.2, seed=1)
     discovery = ShortcutDiscovery(data.texts, data.labels)
     assert discovery.word_statistics("funny")["purity_excess"] < 0.25
-    assert discovery._leans("funny", "not funny", 0) and not discovery._leans("funny", "funny pacing", 1)
-    assert discovery.word_statistics("not funny") is None or discovery._leans("funny", "not funny", 0)
+    assert discovery._leans("funny", 0) and not discovery._leans("funny", 1)
+    assert discovery.word_statistics("not funny") is None or discovery._leans("funny", 0)
