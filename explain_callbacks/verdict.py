@@ -68,6 +68,19 @@ def insertion_sentence(evidence: Mapping[str, Any], labels: Sequence[Any] | None
             f"{how_many} to {label_name(evidence.get('purity_label'), labels)}")
 
 
+def effect_sentence(evidence: Mapping[str, Any], labels: Sequence[Any] | None = None) -> str | None:
+    """``inserting it raised the probability of 'positive' by 0.12 on average in 16 probes
+    predicted otherwise, beyond neutral control words (p = 0.0003)``."""
+    effect, n = _number(evidence.get("insertion_effect")), _count(evidence.get("n_effect_probes"))
+    p_value = _number(evidence.get("insertion_effect_p"))
+    if effect is None or not n:
+        return None
+    significance = f" (p = {p_value:.2g})" if p_value is not None else ""
+    return (f"inserting it moved the probability of {label_name(evidence.get('purity_label'), labels)} by "
+            f"{effect:+.2f} on average in {_plural(n, 'probe')} predicted otherwise, beyond neutral "
+            f"control words{significance}")
+
+
 def removal_sentence(evidence: Mapping[str, Any]) -> str | None:
     """``removing it from 5 probes changed 3 predictions``."""
     rate, n = _number(evidence.get("flip_rate_removal")), _count(evidence.get("n_removal_probes"))
@@ -86,8 +99,14 @@ def training_sentence(evidence: Mapping[str, Any], labels: Sequence[Any] | None 
     label = label_name(evidence.get("purity_label"), labels)
     same = round(purity * count)
     if same == count:
-        return f"it appears in {label} training examples only ({same} of {count})"
-    return f"{same} of the {count} training examples that contain it are labelled {label}"
+        text = f"it appears in {label} training examples only ({same} of {count})"
+    else:
+        text = f"{same} of the {count} training examples that contain it are labelled {label}"
+    reference, p_value = _number(evidence.get("purity_reference")), _number(evidence.get("purity_p_value"))
+    if reference is not None and p_value is not None:
+        text += (f", {'purer than' if p_value <= 0.05 else 'no purer than'} the purest well-measured "
+                 f"class word of the data ({reference:.0%}; p = {p_value:.2g})")
+    return text
 
 
 def attribution_sentence(evidence: Mapping[str, Any]) -> str | None:
@@ -118,6 +137,7 @@ def candidate_sentences(candidate: Mapping[str, Any], labels: Sequence[Any] | No
     evidence = evidence if isinstance(evidence, Mapping) else {}
     clauses = [
         insertion_sentence(evidence, labels),
+        effect_sentence(evidence, labels),
         removal_sentence(evidence),
         training_sentence(evidence, labels),
         wrong_prediction_sentence(evidence),
@@ -287,6 +307,7 @@ __all__ = [
     "candidate_sentences",
     "candidate_summary",
     "insertion_sentence",
+    "effect_sentence",
     "label_name",
     "quote",
     "removal_sentence",

@@ -147,3 +147,19 @@ def test_sentences_read_for_none_all_and_one():
     assert candidate_sentences({"evidence": none}, LABELS)[0] == (
         "Inserting it into 8 probes predicted as another class flipped none of them to 'negative'."
     )
+
+
+def test_candidate_sentences_tell_the_insertion_effect_and_the_purity_test():
+    planted = candidate("zorblax", 0.9, train_count=13, train_purity=1.0, purity_label=1,
+                        purity_reference=0.74, purity_p_value=0.023, insertion_effect=0.124,
+                        insertion_effect_p=0.00025, n_effect_probes=16,
+                        basis=["attribution", "training", "counterfactual"])
+    sentences = candidate_sentences(planted, LABELS)
+    assert ("Inserting it moved the probability of 'positive' by +0.12 on average in 16 probes "
+            "predicted otherwise, beyond neutral control words (p = 0.00025).") in sentences
+    assert ("It appears in 'positive' training examples only (13 of 13), purer than the purest "
+            "well-measured class word of the data (74%; p = 0.023).") in sentences
+    genuine = candidate("unfunny", 0.9, train_count=19, train_purity=1.0, purity_label=0,
+                        purity_reference=0.95, purity_p_value=0.4)
+    assert "no purer than the purest well-measured class word of the data (95%; p = 0.4)" in " ".join(
+        candidate_sentences(genuine, LABELS))
