@@ -6,7 +6,7 @@ alerted). This benchmark trains the purity-0.8 cells of ``shortcut_detection.py`
 generator, models, probes and reliance measurement, imported) plus matched clean runs, with a
 check every ``every_n_steps`` steps, and records at each check, for every probe word with
 training statistics, the package's own evidence and score and three provenance signals
-(``explain_callbacks.provenance``):
+(``benchmarks/provenance.py``):
 
 - ``prior``: how far the word's vector at set-up (before any step) already leans to its
   training label's class words; ``novelty`` = 1 - that lean in standard deviations / 2
@@ -47,7 +47,7 @@ import shortcut_detection as sd  # noqa: E402  (the data, models and measurement
 import lightning.pytorch as pl  # noqa: E402
 import torch  # noqa: E402
 
-from explain_callbacks import provenance  # noqa: E402
+import provenance  # noqa: E402  (research signals measured here; not part of the package)
 from explain_callbacks.integrations.lightning import AttributionDriftCallback  # noqa: E402
 from explain_callbacks.records import Snapshot, json_safe  # noqa: E402
 from explain_callbacks.shortcuts import PURITY_GATE  # noqa: E402

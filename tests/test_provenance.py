@@ -1,16 +1,22 @@
-"""The provenance signals (explain_callbacks.provenance) on small real tensors, a real WordPiece
+"""The provenance signals (benchmarks/provenance.py, measured by benchmarks/shortcut_signals.py) on small real tensors, a real WordPiece
 tokenizer and a real 1-layer BERT built from a config."""
 
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 transformers = pytest.importorskip("transformers")
 
-from explain_callbacks import provenance  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+try:
+    import provenance  # noqa: E402
+finally:
+    sys.path.pop(0)
 from explain_callbacks.statistics import TrainingStatistics  # noqa: E402
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "great", "awful", "plot", "zor", "##bla", "##x", "film"]

@@ -2,8 +2,9 @@
 
 Research signals for telling a learned artefact (a token that became label-predictive only
 through the training set) from a genuine class word when both are equally label-pure in the
-training data (issue 14, purity 0.8). Each is a pure function of what a monitor can cheaply
-keep; none runs a training step or touches a random stream:
+training data (issue 14, purity 0.8), measured by ``shortcut_signals.py``. None met its target,
+so the package does not use them and they live here, not in ``explain_callbacks``. Each is a pure
+function of what a monitor can cheaply keep; none runs a training step or touches a random stream:
 
 - **prior association** (:func:`prior_margins`): how far a word's *initial* vector (before any
   training step) already sits nearer the class words of its training label than those of the
@@ -35,8 +36,8 @@ from typing import Any, Hashable
 
 import torch
 
-from .statistics import TrainingStatistics
-from .words import is_word
+from explain_callbacks.statistics import TrainingStatistics
+from explain_callbacks.words import is_word
 
 
 def embedding_copy(model: Any, dtype: torch.dtype = torch.float16) -> torch.Tensor:
