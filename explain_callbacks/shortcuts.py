@@ -253,7 +253,10 @@ class ShortcutDiscovery:
             rows += self._outside_the_probes(snapshot, set(per_word), predict_fn, forwards)
         self.last_rank_forwards = forwards.get("n", 0)  # texts run through predict_fn (for benchmarks)
         reference = self._reference_purities() if self.has_training_data else []
-        candidates = [self._candidate(r, reference) for r in rows if r["score"] > 0]
+        rows = sorted((r for r in rows if r["score"] > 0), key=lambda r: -r["score"])
+        if len(rows) > self.max_candidates:  # the kept ones and those tied with the last kept
+            rows = [r for r in rows if r["score"] >= rows[self.max_candidates - 1]["score"]]
+        candidates = [self._candidate(r, reference) for r in rows]
         # an equal score goes to the word that is purer than the data's class words
         candidates.sort(key=lambda c: (-c["score"], _or_one(c["evidence"].get("purity_p_value")), c["word"]))
         return candidates[: self.max_candidates]
