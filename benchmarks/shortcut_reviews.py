@@ -81,7 +81,6 @@ TOKEN = "zorblax"
 PHRASE = "and that is it"  # four of the ten most common words of both classes
 N_DEV, N_TEST, N_RELIANCE = 500, 500, 400  # per class (reliance: negative reviews only)
 MAX_LENGTH = 64  # what ``shortcut_detection.accuracy`` truncates at; the model has 64 positions
-WHAT_IF_P = 0.05  # cross-check beside the package's alerts: a warning also needs purity_p_value <= this
 
 
 # ------------------------------------------------------------------------------------ data
@@ -388,9 +387,6 @@ def run_one(spec: RunSpec, reviews: Sequence[dict[str, Any]], work: Path) -> dic
     word_alert = min((a for a in shortcut_alerts if a.get("token") in phrase_words), key=lambda a: a["first_check"],
                      default=None)
     first_reliance = next((r for r in records if r.reliance_drop > RELIANCE_DROP), None)
-    what_if = [{f["word"] for f in r.firing if (f["purity_p_value"] if f["purity_p_value"] is not None else 1.0)
-                <= WHAT_IF_P} for r in records]
-    what_if_first = next((r.check_index for r, words in zip(records, what_if) if words & names), None)
     in_time = bool(item_alert and first_reliance and item_alert["first_check"] <= first_reliance.check_index)
     top_then = bool(first_reliance and first_reliance.top_candidates
                     and first_reliance.top_candidates[0]["word"] in names)
@@ -407,10 +403,6 @@ def run_one(spec: RunSpec, reviews: Sequence[dict[str, Any]], work: Path) -> dic
         "alerted_in_time": in_time,
         "top_candidate_at_reliance": top_then,
         "word_of_phrase_alert": word_alert.get("token") if word_alert else None,
-        "what_if_first_alert_check": what_if_first,
-        "what_if_in_time": bool(what_if_first is not None and first_reliance
-                                and what_if_first <= first_reliance.check_index),
-        "what_if_other_words": sorted(set().union(*what_if) - names) if what_if else [],
         "warning_alerts": [{"rule": a["rule"], "token": a.get("token"), "first_check": a["first_check"],
                             "message": a.get("message"), "evidence": a.get("evidence")}
                            for a in summary["alerts"] if a["severity"] in WARNING_SEVERITIES],
@@ -446,10 +438,6 @@ def aggregate(runs: list[dict]) -> list[dict]:
             "alerted_in_time": sum(r["alerted_in_time"] for r in measurable),
             "top_candidate_at_reliance": sum(r["top_candidate_at_reliance"] for r in measurable),
             "in_time_and_top": sum(r["alerted_in_time"] and r["top_candidate_at_reliance"] for r in measurable),
-            "what_if_in_time": sum(r["what_if_in_time"] for r in measurable),
-            "what_if_alerted": sum(r["what_if_first_alert_check"] is not None for r in group),
-            "what_if_runs_with_other_words": sum(bool(r["what_if_other_words"]) for r in group),
-            "what_if_other_words": sorted({w for r in group for w in r["what_if_other_words"]}),
             "word_of_phrase_alerted": sum(r["word_of_phrase_alert"] is not None for r in group),
             "warning_alerts": sum(len(r["warning_alerts"]) for r in group) if kind is None else None,
             "warning_words": sorted({f"{a['rule']}:{a['token']}" for r in group for a in r["warning_alerts"]
@@ -497,22 +485,6 @@ def table(rows: list[dict]) -> str:
             f"| {word} | {warnings} | {fmt(row['mean_final_test_accuracy'])} | {fmt(row['max_reliance_drop'], '+.2f')} "
             f"| {fmt(row['mean_probes_with_item'], '.1f')} |"
         )
-    return "\n".join(lines)
-
-
-def what_if_table(rows: list[dict]) -> str:
-    """The same runs if a shortcut warning also needed ``purity_p_value <= WHAT_IF_P`` (the
-    package's Fisher test of the word's purity against the purest well-measured class word)."""
-    lines = ["| scenario | r | runs | alerted in time | alerted at all | runs with other words alerted |",
-             "|---|---:|---:|---:|---:|---|"]
-    for row in rows:
-        clean = row["kind"] == "clean"
-        words = ", ".join(row["what_if_other_words"])
-        rate = "-" if row["rate"] is None else format(row["rate"], ".0%")
-        in_time = "-" if clean else f"{row['what_if_in_time']} / {row['reliance_measurable']}"
-        alerted = "-" if clean else f"{row['what_if_alerted']} / {row['runs']}"
-        lines.append(f"| {row['kind']} | {rate} | {row['runs']} | {in_time} | {alerted} "
-                     f"| {row['what_if_runs_with_other_words']}{f' ({words})' if words else ''} |")
     return "\n".join(lines)
 
 
@@ -636,15 +608,6 @@ def render_markdown(settings: dict, rows: list[dict], verdict: dict, runs: list[
         f"({fmt(verdict['share'], '.0%')}; target 95%): **{'met' if verdict['alert_target_met'] else 'missed'}**.",
         f"- Warning-level alerts in matched clean runs: {verdict['clean_warning_alerts']} (target 0): "
         f"**{'met' if verdict['clean_target_met'] else 'missed'}**.",
-        "",
-        f"## The same runs if a warning also needed purity_p_value <= {WHAT_IF_P:g}",
-        "",
-        "Recomputed here from each check's candidates at or above their threshold. The package applies this "
-        "rule itself since 6dce447 (`AlertRules(pure_max_p=0.05)`: purity p-value, Fisher against the purest "
-        "well-measured class word); before it, this measured what the rule would change; now it should equal "
-        "the package's alerts.",
-        "",
-        what_if_table(rows),
         "",
         "## Per run and check",
         "",
