@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the help
 import lightning.pytorch as pl  # noqa: E402
 
 from helpers import _tiny_lightning as tiny  # noqa: E402
+from helpers._distributed import report_a_hang  # noqa: E402
 from explain_callbacks.alerts import AlertRules  # noqa: E402
 from explain_callbacks.integrations.lightning import AttributionDriftCallback  # noqa: E402
 from explain_callbacks.monitor import AttributionAlertError  # noqa: E402
@@ -36,6 +37,7 @@ GLOBAL_BATCH = 8
 
 
 def main(out_dir: Path, devices: int) -> None:
+    report_a_hang()
     out_dir.mkdir(parents=True, exist_ok=True)
     tok = tiny.tokenizer(out_dir)
     pl.seed_everything(0)

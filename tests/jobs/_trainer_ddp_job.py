@@ -9,14 +9,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
-
+from helpers._distributed import exit_after_all_ranks, report_a_hang
 from helpers._tiny_trainer import make_trainer
 
 from explain_callbacks.integrations.transformers import AttributionDriftCallback
 
 
 def main(tmp: Path) -> None:
+    report_a_hang()
     # stop_on_alert: every check asks rank zero whether to stop (a collective), though none alerts here
     cb = AttributionDriftCallback(run_dir=tmp / "runs", run_name="ddp", probe_sample_size=6, n_steps=4, max_steps=4,
                                   stop_on_alert=True)
@@ -24,10 +24,7 @@ def main(tmp: Path) -> None:
     trainer.train()
     if trainer.is_world_process_zero():
         print("RUN_PATH", cb.run_path, flush=True)
-    # Left to interpreter exit, gloo's threads can abort the process (SIGABRT) after a clean run.
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    exit_after_all_ranks()
 
 
 if __name__ == "__main__":
