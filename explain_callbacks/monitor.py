@@ -27,7 +27,7 @@ from .records import SCHEMA_VERSION, SEVERITY_ORDER, CheckResult, ProbeAttributi
 from .rundir import REPORT_FILE, default_run_name
 from .shortcuts import ShortcutDiscovery
 from .statistics import DEFAULT_MAX_EXAMPLES, TrainingStatistics, batch_examples, dataset_examples
-from .words import adjacent_pairs, text_words
+from .words import adjacent_phrases, text_words
 from .validation import positive_int
 from .sinks.base import RunInfo, Sink
 
@@ -106,7 +106,7 @@ class AttributionMonitor:
         self.rules = rules or AlertRules(watch_tokens=watch_tokens, invariance_pairs=invariance_pairs)
         self.rules.validate(self.probes)
         self.tracker = DriftTracker(top_k=top_k)
-        self.statistics = TrainingStatistics(max_training_examples, pairs=_probe_pairs(self.probes, self.rules))
+        self.statistics = TrainingStatistics(max_training_examples, phrases=_probe_phrases(self.probes, self.rules))
         self.statistics.bind_tokenizer(getattr(engine.adapter, "tokenizer", None))
         self.discovery = ShortcutDiscovery(
             training_texts=training_texts, training_labels=training_labels, statistics=self.statistics
@@ -488,7 +488,7 @@ class AttributionMonitor:
         self.rules.load_state_dict(state.get("rules", {}))
         if state.get("statistics"):
             self.statistics.load_state_dict(state["statistics"])
-            self.statistics.add_pairs(_probe_pairs(self.probes, self.rules))
+            self.statistics.add_phrases(_probe_phrases(self.probes, self.rules))
             self.discovery.statistics = self.statistics
         self._candidates = list(state.get("candidates", []))
         self._failed_checks = list(state.get("failed_checks", []))
@@ -501,12 +501,12 @@ class AttributionMonitor:
             self.run_dir_sink.name = self.run_name
 
 
-def _probe_pairs(probes: ProbeSet, rules: AlertRules) -> set[str]:
-    """The adjacent word pairs the probes hold (discovery asks about them), with watched phrases'."""
-    pairs: set[str] = set()
+def _probe_phrases(probes: ProbeSet, rules: AlertRules) -> set[str]:
+    """The phrases the probes hold (discovery asks about them), with the watched phrases' own."""
+    phrases: set[str] = set()
     for probe in probes:
         for text in (probe.text, probe.text_pair or ""):
-            pairs.update(adjacent_pairs(text_words(text)))
+            phrases.update(adjacent_phrases(text_words(text)))
     for token in rules.watch_tokens:
-        pairs.update(adjacent_pairs(token.split(" ")))
-    return pairs
+        phrases.update(adjacent_phrases(text_words(token)))
+    return phrases

@@ -35,11 +35,13 @@ label, is what makes the probe wrong. That counts as reliance on the predicted c
 any other candidate; the purity gate still decides, so a good class word on a probe whose
 label is hard stays quiet.
 
-Adjacent word pairs are candidates too (with training data) when they are purer than their
-two words together predict (naive Bayes from each word's purity): ``"sent from"`` in
-one class while ``"sent"`` and ``"from"`` are in both, not ``"great lovely"``. A pair's share
-is the part both its words carry (twice the smaller share, when both lean the same way), so a
-class word next to an aspect word ("funny pacing") does not dominate as a pair. Label-pure
+Phrases, runs of 2 to ``PHRASE_MAX_WORDS`` neighbouring words, are candidates too (with
+training data) when they are purer than their words together predict (naive Bayes from each
+word's purity): ``"sent from my iphone"`` in one class while each of its words is in both, not
+``"great lovely"``. A phrase inside a longer one that is at least as pure gives way to it (the
+planted "and that is it", not its "and that"). A phrase's share is the part all its words carry
+(the smallest share times the number of words, when all lean the same way), so a class word
+next to an aspect word ("funny pacing") does not dominate as a phrase. Label-pure
 training words that no probe contains are tested by insertion alone (``outside_probes``).
 
 Score (0..1) = purity gate x reliance. The gate rises from 0 to 1 as the purity above the
@@ -75,7 +77,7 @@ from .drift import lowercase_word_shares
 from .records import ProbeAttribution, Snapshot
 from .statistics import TrainingStatistics, as_label
 from .validation import positive_int, versioned_state
-from .words import adjacent_pairs, is_word, text_words
+from .words import PHRASE_MAX_WORDS, is_word, text_words
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +86,8 @@ PredictFn = Callable[[list[str]], Sequence[Any]]  # class ids, or class probabil
 PURITY_GATE = (0.5, 0.8)
 # One-sided enough for a word in a few dozen examples; genuine words have hundreds.
 PURITY_CONFIDENCE = 0.8  # purity above the prior: no shortcut evidence below, full above
-PAIR_MIN_COUNT = 10  # pairs are many: a pure one in a handful of examples is chance
-CLASS_WORD_EXCESS = 0.25  # a word this far above the prior is a class word: its pairs are no phrases
+PHRASE_MIN_COUNT = 10  # phrases are many: a pure one in a handful of examples is chance
+CLASS_WORD_EXCESS = 0.25  # a word this far above the prior is a class word: its phrases are none
 # Class words are judged purity by purity: words in this many training examples are measured
 # well enough to say how pure the genuine class words of this data set are.
 REFERENCE_MIN_COUNT = 50
@@ -166,7 +168,7 @@ class ShortcutDiscovery:
         self.rarity_df = float(rarity_df)
         self.dominance_share = float(dominance_share)
         self.last_rank_forwards = 0
-        self.statistics = statistics if statistics is not None else TrainingStatistics(max_examples, pairs=None, seed=seed)
+        self.statistics = statistics if statistics is not None else TrainingStatistics(max_examples, phrases=None, seed=seed)
         if training_texts is not None:
             fit_texts(self.statistics, list(training_texts), list(training_labels), "ShortcutDiscovery")
 
@@ -175,19 +177,22 @@ class ShortcutDiscovery:
         return self.statistics.has_data
 
     def word_statistics(self, word: str) -> dict[str, Any] | None:
-        """Training statistics of one word (or adjacent pair ``"a b"``), or ``None`` if it is below
+        """Training statistics of one word (or phrase ``"a b"``), or ``None`` if it is below
         ``min_count``."""
         return self._statistics_of(word, self.statistics.counts(word))
 
-    def _statistics_of(self, word: str, counts: Counter | None) -> dict[str, Any] | None:
+    def _statistics_of(self, word: str, counts: Counter | None, label_counts: Counter | None = None
+                       ) -> dict[str, Any] | None:
+        """``counts`` judged against ``label_counts`` (default: every training example's)."""
         count = sum(counts.values()) if counts else 0
-        if count < (max(self.min_count, PAIR_MIN_COUNT) if " " in word else self.min_count):
+        if count < (max(self.min_count, PHRASE_MIN_COUNT) if " " in word else self.min_count):
             return None
-        n_examples = self.statistics.n_examples
+        label_counts = self.statistics.label_counts if label_counts is None else label_counts
+        n_examples = sum(label_counts.values())
         label, top = max(counts.items(), key=lambda kv: (kv[1], str(kv[0])))
-        prior = self.statistics.label_counts[label] / n_examples
-        if " " in word:  # a pair is measured above what its two words predict together
-            prior = max(prior, self._expected_pair_purity(word, label, prior))
+        prior = label_counts[label] / n_examples
+        if " " in word:  # a phrase is measured above what its words predict together
+            prior = max(prior, self._expected_phrase_purity(word, label, prior))
         purity_low = wilson_lower_bound(top, count, PURITY_CONFIDENCE)
         df = count / n_examples
         return {
@@ -199,14 +204,14 @@ class ShortcutDiscovery:
             "rarity": max(0.0, 1.0 - df / self.rarity_df),
         }
 
-    def _expected_pair_purity(self, pair: str, label: Hashable, prior: float) -> float:
-        """The purity toward ``label`` that the pair's words give when they are independent
+    def _expected_phrase_purity(self, phrase: str, label: Hashable, prior: float) -> float:
+        """The purity toward ``label`` that the phrase's words give when they are independent
         evidence (naive Bayes: the prior odds times each word's likelihood ratio). Two class
         words side by side ("great lovely") are purer than either, as expected; a planted phrase
         of common words ("sent from") is far purer than its words predict."""
         odds = prior / (1.0 - prior) if prior < 1.0 else math.inf
         expected = odds
-        for word in pair.split(" "):
+        for word in phrase.split(" "):
             counts = self.statistics.counts(word) or Counter()
             total = sum(counts.values())
             word_purity = (counts.get(label, 0) + prior) / (total + 1.0)  # smoothed toward the prior
@@ -236,11 +241,11 @@ class ShortcutDiscovery:
                     continue  # (nearly) absent from training data: cannot be a learned shortcut
                 basis.append("training")
             elif " " in word:
-                continue  # a pair is a candidate only for being purer than its words
+                continue  # a phrase is a candidate only for being purer than its words
             label = self._class_id(train["purity_label"], snapshot) if train else evidence["supported_target"]
             rows.append({"word": word, "attribution": evidence, "train": train, "label": label,
                          "basis": basis, "flips": None})
-        rows = self._pairs_purer_than_words(rows)
+        rows = self._phrases_purer_than_words(rows)
         for row in rows:
             row["score"] = self._score(row)
         if predict_fn is not None and self.counterfactual_words:
@@ -248,7 +253,13 @@ class ShortcutDiscovery:
             # (a closed purity gate scores 0 whatever the flips: those words are not worth the forwards)
             by_promise = sorted(rows, key=lambda r: (-r["score"], -self._reliance(r, False), r["word"]))
             tested = [r for r in by_promise if self._reliance(r, False) > 0 and self._gate(r) > 0]
-            self._test(tested[: self.counterfactual_words], snapshot, predict_fn, forwards)
+            tested = tested[: self.counterfactual_words]
+            # a phrase purer than its words is rare, strong training evidence, but its share is
+            # spread over its words: it gets its own slots, whatever its attribution
+            chosen = {id(r) for r in tested}
+            phrases = sorted((r for r in rows if " " in r["word"] and self._gate(r) > 0 and id(r) not in chosen),
+                             key=lambda r: (-self._gate(r), -r["train"]["train_count"], r["word"]))
+            self._test(tested + phrases[: self.counterfactual_words], snapshot, predict_fn, forwards)
         if predict_fn is not None and self.counterfactual_words and self.has_training_data:
             rows += self._outside_the_probes(snapshot, set(per_word), predict_fn, forwards)
         self.last_rank_forwards = forwards.get("n", 0)  # texts run through predict_fn (for benchmarks)
@@ -293,38 +304,59 @@ class ShortcutDiscovery:
                 row["basis"].append("counterfactual")
             row["score"] = self._score(row)
 
-    def _pairs_purer_than_words(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Adjacent pairs stay candidates only where they are purer than either of their words
-        and neither word leans to a class itself (``"sent from"`` pure while ``"sent"`` and
-        ``"from"`` are in both classes; not ``"not funny"`` or ``"funny pacing"``, whose purity
-        is that of a class word, turned or kept)."""
-        gates = {r["word"]: self._gate(r) for r in rows if " " not in r["word"]}
-        kept = []
+    def _phrases_purer_than_words(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Phrases stay candidates only where they are purer than each of their words (``"sent
+        from"`` pure while ``"sent"`` and ``"from"`` are in both classes), no word leans to
+        another class (``"not funny"``: a negation is that pure genuinely), and no longer phrase
+        that holds them is as pure: the planted phrase is the candidate, not each run of its
+        words. A word that leans to the phrase's own class may be a class word in its plain use
+        ("funny pacing", "a moving") or lean only because the phrase was planted (its common
+        words). One that leans outside the phrase too is a class word ("a great"): the phrase is
+        none. One that leans only through the phrase ("that" with "and that is it", "moving"
+        with "a moving") leaves the phrase a candidate (``row["leaning"]``) that counts only by
+        what inserting it does beyond inserting that word (:meth:`_reliance`)."""
+        gates = {r["word"]: self._gate(r) for r in rows}
+        phrases = []
         for row in rows:
             if " " in row["word"]:
                 words = row["word"].split(" ")
                 label = row["train"]["purity_label"]
-                if self._gate(row) <= max(gates.get(w, 0.0) for w in words) or any(
-                        self._leans(w, label) for w in words):
-                    continue
-            kept.append(row)
-        return kept
+                leaning = [w for w in words if self._leans(w, label)]
+                if gates[row["word"]] > max(gates.get(w, 0.0) for w in words) and all(
+                        self.word_statistics(w)["purity_label"] == label
+                        and not self._leans(w, label, outside=row["word"]) for w in leaning):
+                    row["leaning"] = leaning
+                    phrases.append(row["word"])
+        longer = {p: [q for q in phrases if len(q) > len(p) and f" {p} " in f" {q} "] for p in phrases}
+        kept_phrases = {p for p in phrases if all(gates[q] < gates[p] for q in longer[p])}
+        return [r for r in rows if " " not in r["word"] or r["word"] in kept_phrases]
 
-    def _leans(self, word: str, pair_label: Any) -> bool:
-        """Whether a word of a pair leans to a class in training: clearly to any, or at all to
-        another class than the pair's (a negation turns it: "not funny"). Measured overall, pair
-        included: outside "a moving" the word "moving" is only 56% positive in the benchmark's
-        clean data (its negative uses are negated), so "a moving" looks purer than its words
-        although it is a class word in its plain use. The cost: a planted phrase of common
-        words can make its own words lean, which rules its pairs out."""
-        train = self.word_statistics(word)
+    def _leans(self, word: str, phrase_label: Any, outside: str | None = None) -> bool:
+        """Whether a word of a phrase leans to a class in training: clearly to any, or at all to
+        another class than the phrase's (a negation turns it: "not funny"). Measured overall,
+        phrase included: outside "a moving" the word "moving" is only 56% positive in the
+        benchmark's clean data (its negative uses are negated), so "a moving" looks purer than
+        its words although it is a class word in its plain use. A planted phrase of common words
+        can make its own words lean too ("that" 66% positive with "and that is it" in 20% of the
+        positive reviews, 47% without): only the model's response tells the two apart.
+        ``outside``: judge the word in the training examples without that phrase (against
+        their own label shares: a phrase in most of one class leaves few of it outside)."""
+        if outside is None:
+            train = self.word_statistics(word)
+        else:
+            phrase = self.statistics.counts(outside) or Counter()
+            counts = Counter(self.statistics.counts(word) or {})
+            counts.subtract(phrase)  # both count once per example, and the word is in every phrase's
+            label_counts = Counter(self.statistics.label_counts)
+            label_counts.subtract(phrase)
+            train = self._statistics_of(word, +counts, +label_counts)
         if train is None:
             return False
-        limit = CLASS_WORD_EXCESS if train["purity_label"] == pair_label else CLASS_WORD_EXCESS / 2.5
+        limit = CLASS_WORD_EXCESS if train["purity_label"] == phrase_label else CLASS_WORD_EXCESS / 2.5
         return train["purity_excess"] >= limit
 
     def attribution_evidence(self, snapshot: Snapshot) -> dict[str, dict[str, Any]]:
-        """Per word (and adjacent pair, with training data): its shares on the probes that
+        """Per word (and phrase, with training data): its shares on the probes that
         contain it, and the evidence of the misclassified ones: the word that carries the
         prediction (the top share toward a wrong predicted class) or that works against the gold
         label (a large negative share toward it) is what makes the probe wrong. Every probe word
@@ -372,9 +404,9 @@ class ShortcutDiscovery:
 
     def _units(self, attribution: ProbeAttribution) -> dict[str, tuple[float, float, float]]:
         """Each whole word (lowercased, occurrences summed) and, with training data, each
-        adjacent pair of words: (share, largest share of the other words, smallest share of them).
-        A pair's share is what both its words carry (:func:`_joint_share`): the sum would let a
-        class word make every pair it stands in look dominant."""
+        phrase of distinct words: (share, largest share of the other words, smallest share of them).
+        A phrase's share is what all its words carry (:func:`_joint_share`): the sum would let a
+        class word make every phrase it stands in look dominant."""
         per_word = {w: s for w, s in lowercase_word_shares(attribution).items() if is_word(w)}
         if not per_word:
             return {}
@@ -382,15 +414,24 @@ class ShortcutDiscovery:
         if self.has_training_data:
             words = [w.lower() for w in attribution.words]
             shares = [float(s) for s in attribution.word_shares]
-            for i, pair in enumerate(adjacent_pairs(words)):
-                first, second = pair.split(" ")
-                if is_word(first) and is_word(second) and first != second and pair not in units:
-                    # measured against every word, its own too: top only where both words carry it
-                    units[pair] = (_joint_share(shares[i], shares[i + 1]), *_extremes(per_word, ()))
+            for n in range(2, PHRASE_MAX_WORDS + 1):
+                for i in range(len(words) - n + 1):
+                    run = words[i:i + n]
+                    phrase = " ".join(run)
+                    if all(is_word(w) for w in run) and len(set(run)) == n and phrase not in units:
+                        # measured against every word, its own too: top only where all its words carry it
+                        units[phrase] = (_joint_share(shares[i:i + n]), *_extremes(per_word, ()))
         return units
 
     def _reliance(self, row: dict[str, Any], with_flips: bool = True) -> float:
-        """The strongest evidence that the model relies on the word for ``row["label"]``."""
+        """The strongest evidence that the model relies on the word for ``row["label"]``. For a
+        phrase with a word that leans to its class, only the rise that inserting the phrase
+        brings beyond inserting that word (and the controls) counts: its share, flips and the
+        rest it may owe to the class word."""
+        if row.get("leaning"):
+            flips = row["flips"] or {}
+            significant = with_flips and flips.get("effect_p") is not None and flips["effect_p"] <= EFFECT_MAX_P
+            return max(0.0, flips["effect"]) if significant else 0.0
         att = row["attribution"]
         error = att.get("error_dominance") or {}
         wrong = error.get(str(row["label"])) if row["label"] is not None else max(error.values(), default=None)
@@ -476,7 +517,7 @@ class ShortcutDiscovery:
                 for pid in others[:n_all]:
                     insertion.append((len(variants), pid))
                     variants.append(_inserted(row["word"], probes[pid].text))
-                    for control in controls:
+                    for control in controls + row.get("leaning", []):
                         if (pid, control) not in control_probs and (pid, control) not in new_controls:
                             new_controls.append((pid, control))
             plans.append((removal, insertion, n_flip))
@@ -502,10 +543,11 @@ class ShortcutDiscovery:
             row["flips"] = {"removal": removal_rate, "insertion": insertion_rate,
                             "n_removal": len(removal), "n_insertion": len(flip_probes)}
             if controls and predicted_probs is not None and insertion:
-                row["flips"].update(_insertion_effect(
-                    row["label"], [(predicted_probs[i], [control_probs[(pid, c)] for c in controls])
-                                   for i, pid in insertion]))
-                row["flips"]["controls"] = list(controls)
+                leaning = row.get("leaning", [])
+                row["flips"].update(_insertion_effect(row["label"], [
+                    (predicted_probs[i], [control_probs[(pid, c)] for c in controls],
+                     [control_probs[(pid, w)] for w in leaning]) for i, pid in insertion]))
+                row["flips"]["controls"] = list(controls) + list(leaning)
 
     def _control_words(self) -> list[str]:
         """Neutral words to insert for comparison: the most frequent training words whose label
@@ -577,6 +619,8 @@ class ShortcutDiscovery:
         }
         if " " in row["word"]:
             evidence["phrase"] = True
+            if row.get("leaning"):  # the insertion effect is beyond these words
+                evidence["leaning_words"] = list(row["leaning"])
         if row.get("outside"):
             evidence["outside_probes"] = True  # in no probe: only the insertion flips speak for it
         return {"word": row["word"], "score": float(row["score"]), "evidence": json_safe(evidence)}
@@ -616,35 +660,40 @@ def fit_texts(statistics: TrainingStatistics, texts: list[Any], labels: list[Any
     statistics.mark_replicated()
 
 
-def _joint_share(first: float, second: float) -> float:
-    """The share two adjacent words carry together: twice the weaker one when both lean the
-    same way (a phrase works through all its words), else nothing."""
-    if first > 0 and second > 0:
-        return 2.0 * min(first, second)
-    if first < 0 and second < 0:
-        return 2.0 * max(first, second)
+def _joint_share(shares: Sequence[float]) -> float:
+    """The share neighbouring words carry together: the weakest one times their number when
+    all lean the same way (a phrase works through all its words), else nothing."""
+    if all(s > 0 for s in shares):
+        return len(shares) * min(shares)
+    if all(s < 0 for s in shares):
+        return len(shares) * max(shares)
     return 0.0
 
 
 def _inserted(word: str, text: str) -> str:
-    """``text`` with ``word`` between two of its words, at a place fixed by the text (a hash, no
-    random draw), so the word and its controls go to the same place. Not at the front: a model
+    """``text`` with ``word`` after one of its words, at a place fixed by the text (a hash, no
+    random draw), so the word and its controls go to the same place. Never at the front: a model
     that reads positions can react to any word there (a tiny BERT turned negative probes
     positive with "the" as often as with its planted word)."""
     words = text.split(" ")
-    words.insert(zlib.crc32(text.encode("utf-8")) % (len(words) + 1), word)
+    words.insert(1 + zlib.crc32(text.encode("utf-8")) % len(words), word)
     return " ".join(words)
 
 
-def _insertion_effect(label: int, pairs: list[tuple[Sequence[float], list[Sequence[float]]]]) -> dict[str, Any]:
+def _insertion_effect(label: int, probes: list[tuple[Sequence[float], list[Sequence[float]], list[Sequence[float]]]]
+                      ) -> dict[str, Any]:
     """Mean rise of ``label``'s probability with the word inserted beyond the controls' (at the
-    same place), over the probes of ``pairs`` ((with the word, [with each control])), and the
-    one-sided paired t-test's p-value (``None`` with fewer than ``EFFECT_MIN_PROBES`` probes)."""
+    same place), over ``probes`` ((with the word, [with each control], [with each leaning word
+    of a phrase])), and the one-sided paired t-test's p-value (``None`` with fewer than
+    ``EFFECT_MIN_PROBES`` probes). A phrase's rise is measured beyond the larger of the
+    controls' mean and its strongest leaning word's."""
     diffs = []
-    for with_word, with_controls in pairs:
+    for with_word, with_controls, with_leaning in probes:
         if not 0 <= label < len(with_word):
             return {}
-        diffs.append(float(with_word[label]) - sum(float(c[label]) for c in with_controls) / len(with_controls))
+        baseline = sum(float(c[label]) for c in with_controls) / len(with_controls)
+        baseline = max([baseline] + [float(w[label]) for w in with_leaning])
+        diffs.append(float(with_word[label]) - baseline)
     mean = sum(diffs) / len(diffs)
     p_value = None
     if len(diffs) >= EFFECT_MIN_PROBES:

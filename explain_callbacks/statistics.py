@@ -1,7 +1,7 @@
 """Training statistics for shortcut discovery: which labels each word was seen with.
 
 ``TrainingStatistics`` counts, per distinct training example, its label and its words (and the
-adjacent word pairs that discovery asks about), from texts or from input ids decoded back to
+phrases, runs of 2 to ``PHRASE_MAX_WORDS`` neighbouring words, that discovery asks about), from texts or from input ids decoded back to
 words the way the attributions split them (:mod:`.words`). The integrations feed it what the
 framework already holds (batches the callback sees, the train dataset, Flair's corpus) and the
 monitor owns and checkpoints it.
@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any, Hashable, Iterable, Sequence
 
 from .validation import positive_int, versioned_state
-from .words import IdsToWords, adjacent_pairs, text_words
+from .words import IdsToWords, adjacent_phrases, text_words
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +57,15 @@ def _as_rows(value: Any) -> list[Any]:
 class TrainingStatistics:
     """Label counts per word over a bounded, deduplicated sample of training examples.
 
-    ``pairs``: the adjacent word pairs (``"a b"``) to count as well (``None``: every pair,
-    for a fixed list of texts); discovery asks about the pairs its probes contain.
+    ``phrases``: the phrases (``"a b"``, ``"sent from my iphone"``: 2 to ``PHRASE_MAX_WORDS``
+    neighbouring words) to count as well; discovery asks about the phrases its probes contain.
+    ``None`` counts every adjacent pair (longer phrases are too many to count them all).
     """
 
-    def __init__(self, max_examples: int = DEFAULT_MAX_EXAMPLES, pairs: Iterable[str] | None = (), seed: int = 0):
+    def __init__(self, max_examples: int = DEFAULT_MAX_EXAMPLES, phrases: Iterable[str] | None = (), seed: int = 0):
         positive_int(max_examples, "max_examples", "TrainingStatistics")
         self.max_examples = max_examples
-        self.pairs = None if pairs is None else set(pairs)
+        self.phrases = None if phrases is None else set(phrases)
         self.seed = seed
         self.rate = 1.0
         self.epoch: int | None = None  # the epoch being gathered from batches
@@ -72,7 +73,7 @@ class TrainingStatistics:
         self.n_examples = 0
         self.label_counts: Counter = Counter()
         self.word_labels: dict[str, Counter] = defaultdict(Counter)
-        self.pair_labels: dict[str, Counter] = defaultdict(Counter)
+        self.phrase_labels: dict[str, Counter] = defaultdict(Counter)
         self._seen: set[int] = set()
         self._base: dict[str, Any] | None = None  # counts every rank holds alike (texts, a checkpoint)
         self._ids_to_words: IdsToWords | None = None
@@ -157,16 +158,17 @@ class TrainingStatistics:
         self.label_counts[label] += 1
         for word in set(words):
             self.word_labels[word][label] += 1
-        pairs = set(adjacent_pairs(words))
-        if self.pairs is not None:
-            pairs &= self.pairs
-        for pair in pairs:
-            self.pair_labels[pair][label] += 1
+        if self.phrases is None:
+            phrases = set(adjacent_phrases(words, 2))
+        else:
+            phrases = set(adjacent_phrases(words)) & self.phrases
+        for phrase in phrases:
+            self.phrase_labels[phrase][label] += 1
 
-    def add_pairs(self, pairs: Iterable[str]) -> None:
-        """Count these pairs too from now on (examples already counted are not revisited)."""
-        if self.pairs is not None:
-            self.pairs.update(pairs)
+    def add_phrases(self, phrases: Iterable[str]) -> None:
+        """Count these phrases too from now on (examples already counted are not revisited)."""
+        if self.phrases is not None:
+            self.phrases.update(phrases)
 
     def _warn_once(self, key: str, message: str, *args: Any) -> None:
         if key not in self._warned:
@@ -175,8 +177,8 @@ class TrainingStatistics:
 
     # ------------------------------------------------------------------ reading
     def counts(self, word: str) -> Counter | None:
-        """Label counts of a word or an adjacent pair (``"a b"``), or ``None`` if never seen."""
-        table = self.pair_labels if " " in word else self.word_labels
+        """Label counts of a word or a phrase (``"a b"``), or ``None`` if never seen."""
+        table = self.phrase_labels if " " in word else self.word_labels
         found = table.get(word.lower())
         return found if found else None
 
@@ -192,14 +194,14 @@ class TrainingStatistics:
             "n_examples": self.n_examples,
             "label_counts": [[label, n] for label, n in self.label_counts.items()],
             "word_labels": table(self.word_labels),
-            "pair_labels": table(self.pair_labels),
+            "pair_labels": table(self.phrase_labels),  # the checkpoint's name since phrases were pairs
         }
 
     def _add_counts(self, state: dict[str, Any]) -> None:
         self.n_examples += int(state.get("n_examples", 0))
         for label, n in state.get("label_counts", []):
             self.label_counts[as_label(label)] += int(n)
-        for key, table in (("word_labels", self.word_labels), ("pair_labels", self.pair_labels)):
+        for key, table in (("word_labels", self.word_labels), ("pair_labels", self.phrase_labels)):
             for word, pairs in state.get(key, {}).items():
                 for label, n in pairs:
                     table[word][as_label(label)] += int(n)
@@ -217,7 +219,7 @@ class TrainingStatistics:
             local = _subtract(local, self._base)
         parts: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(parts, local)
-        merged = TrainingStatistics(self.max_examples, self.pairs, self.seed)
+        merged = TrainingStatistics(self.max_examples, self.phrases, self.seed)
         merged.epoch, merged.complete, merged.rate = self.epoch, self.complete, self.rate
         if self._base is not None:
             merged._add_counts(self._base)
@@ -236,7 +238,7 @@ class TrainingStatistics:
         and so is the record of examples seen."""
         state = {"version": 2, "max_examples": self.max_examples, "rate": self.rate, "epoch": self.epoch,
                  "complete": self.complete, **self._counts_state(min_count if self.complete else 1),
-                 "pairs": None if self.pairs is None else sorted(self.pairs)}
+                 "pairs": None if self.phrases is None else sorted(self.phrases)}
         if not self.complete:
             state["seen"] = sorted(self._seen)
         return state

@@ -76,9 +76,15 @@ def effect_sentence(evidence: Mapping[str, Any], labels: Sequence[Any] | None = 
     if effect is None or not n:
         return None
     significance = f" (p = {p_value:.2g})" if p_value is not None else ""
+    leaning = [str(w) for w in evidence.get("leaning_words") or []]
+    beyond = "neutral control words" + (f" and its own {_quoted(leaning)} inserted alone" if leaning else "")
     return (f"inserting it moved the probability of {label_name(evidence.get('purity_label'), labels)} by "
-            f"{effect:+.2f} on average in {_plural(n, 'probe')} predicted otherwise, beyond neutral "
-            f"control words{significance}")
+            f"{effect:+.2f} on average in {_plural(n, 'probe')} predicted otherwise, beyond {beyond}"
+            f"{significance}")
+
+
+def _quoted(words: Sequence[str]) -> str:
+    return " or ".join(repr(w) for w in words)
 
 
 def removal_sentence(evidence: Mapping[str, Any]) -> str | None:

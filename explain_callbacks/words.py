@@ -41,9 +41,13 @@ def text_words(text: str) -> list[str]:
     return WORD_RE.findall(text.lower())
 
 
-def adjacent_pairs(words: Sequence[str]) -> list[str]:
-    """``"a b"`` for each pair of neighbouring words."""
-    return [f"{a} {b}" for a, b in zip(words, words[1:])]
+# Phrases are runs of up to this many neighbouring words ("sent from my iphone").
+PHRASE_MAX_WORDS = 4
+
+
+def adjacent_phrases(words: Sequence[str], max_words: int = PHRASE_MAX_WORDS) -> list[str]:
+    """``"a b"``, ``"a b c"``, ... for each run of 2 to ``max_words`` neighbouring words."""
+    return [" ".join(words[i:i + n]) for n in range(2, max_words + 1) for i in range(len(words) - n + 1)]
 
 
 class IdsToWords:

@@ -200,7 +200,10 @@ def test_counterfactuals_skip_words_the_purity_gate_closes(planted_run):
     discovery = ShortcutDiscovery(texts, labels, counterfactual_words=50, max_candidates=50)
     candidates = {c["word"] for c in discovery.rank(check, recording_predict)}
     originals = {a.text for a in check.attributions}
-    inserted = {t.split(" ", 1)[0] for t in edited if t not in originals and t.split(" ", 1)[1] in originals}
+    inserted = set()  # a word an edited text holds beyond one of the probes
+    for text in set(edited) - originals:
+        words = text.split(" ")
+        inserted.update(w for i, w in enumerate(words) if " ".join(words[:i] + words[i + 1:]) in originals)
     assert "zorblax" in inserted and inserted <= candidates
     closed = [w for w in NEUTRAL + ["great", "awful"]
               if (stats := discovery.word_statistics(w)) is not None and stats["purity_excess"] <= 0.5]

@@ -86,13 +86,19 @@ def test_a_class_word_in_its_plain_use_is_no_phrase():
     assert discovery.statistics.counts("a moving") == {1: 73}
     probe = attribution("p0", ["a", "moving", "film"], [0.3, 0.6, 0.1])
     assert "a moving" not in {c["word"] for c in discovery.rank(snapshot(0, [probe]))}
+    # with a model: inserting "a moving" does no more than inserting "moving"
+    negatives = [attribution(f"n{i}", ["the", "plot", "was", "dull"], [0.1, 0.1, 0.1, 0.7], target=0,
+                             logits=[2.0, -2.0]) for i in range(6)]
+    predict = lambda ts: [[0.2, 0.8] if "moving" in t else [0.9, 0.1] for t in ts]  # noqa: E731
+    assert "a moving" not in {c["word"] for c in discovery.rank(snapshot(0, [probe, *negatives]), predict)}
 
 
 def test_a_candidate_that_reaches_its_threshold_leads_one_that_does_not():
     pure_word = {"word": "zorblax", "score": 0.34,
                  "evidence": {"basis": FULL_BASIS, "purity_p_value": 0.02}}
+    # a phrase without the comparison with class words never takes the lower threshold
     pair = {"word": "funny pacing", "score": 0.39,
-            "evidence": {"basis": FULL_BASIS, "purity_p_value": 0.01, "phrase": True}}
+            "evidence": {"basis": FULL_BASIS, "purity_lower": 0.95, "phrase": True}}
     quiet = {"word": "great", "score": 0.2, "evidence": {"basis": FULL_BASIS, "purity_p_value": 0.4}}
     rules = AlertRules()
     assert [rules.meets_shortcut_threshold(c) for c in (pure_word, pair, quiet)] == [True, False, False]

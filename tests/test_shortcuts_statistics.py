@@ -30,7 +30,7 @@ def tok(tmp_path_factory):
 def test_statistics_from_input_ids_match_those_from_texts(tok):
     texts, labels = sentiment_data(60, seed=3, shortcut="zorblax", shortcut_rate=0.5)
     texts = [t + (" it's dull." if i % 3 == 0 else "") for i, t in enumerate(texts)]
-    from_texts, from_ids = TrainingStatistics(pairs=None), TrainingStatistics(pairs=None)
+    from_texts, from_ids = TrainingStatistics(phrases=None), TrainingStatistics(phrases=None)
     from_texts.observe(texts=texts, labels=labels)
     from_ids.bind_tokenizer(tok)
     for start in range(0, 60, 16):  # padded batches, as a collate function makes them
@@ -72,7 +72,7 @@ def test_the_sample_is_bounded_and_draws_from_no_global_random_stream():
 
 def test_state_dict_round_trips_through_json(tok):
     texts, labels = sentiment_data(30, seed=2, shortcut="zorblax", shortcut_rate=0.6)
-    stats = TrainingStatistics(pairs={"zorblax good"})
+    stats = TrainingStatistics(phrases={"zorblax good"})
     stats.observe(texts=texts, labels=labels, epoch=0)
     restored = TrainingStatistics()
     restored.load_state_dict(json.loads(json.dumps(stats.state_dict())))
@@ -211,6 +211,108 @@ def test_a_pair_purer_than_its_words_is_a_candidate_and_class_word_pairs_are_not
     assert "sent from" in words and candidates[words.index("sent from")]["evidence"]["phrase"]
     assert "great fun" not in words  # two class words together are as pure as they predict
     assert "sent" not in [c["word"] for c in candidates if c["score"] >= 0.5]
+
+
+def _common_word_phrase_training(quarters: int = 2):
+    """The words of "and that is it" in both classes (and runs of two of them too); the whole
+    phrase appended to ``quarters`` quarters of the 200 positive reviews, as boilerplate is."""
+    rng = random.Random(3)
+    texts, labels = [], []
+    for i in range(400):
+        label = i % 2
+        words = rng.sample(["the", "film", "was", "plot", "story"], 3)
+        words.append(rng.choice(["great", "fun"] if (label == 1) == (rng.random() < 0.8) else ["awful", "dull"]))
+        words += rng.choice([["and", "it", "is", "long"], ["that", "is", "all"], ["is", "it", "and", "that"], []])
+        if label == 1 and (i // 2) % 4 < quarters:
+            words += ["and", "that", "is", "it"]
+        texts.append(" ".join(words))
+        labels.append(label)
+    return texts, labels
+
+
+def test_a_phrase_of_common_words_is_the_candidate_not_the_runs_of_its_words():
+    """The real-review miss: the planted "and that is it" was pure only as a whole; its pairs
+    were mixed or gave way to the class words. Phrases of up to four words are counted (those
+    the probes hold), and a run inside a longer phrase that is as pure gives way to it."""
+    from explain_callbacks.shortcuts import fit_texts
+    from explain_callbacks.words import adjacent_phrases, text_words
+
+    texts, labels = _common_word_phrase_training()
+    probe_words = ["the", "plot", "was", "dull", "and", "that", "is", "it"]
+    statistics = TrainingStatistics(phrases=adjacent_phrases(probe_words))
+    fit_texts(statistics, texts, labels, "test")
+    assert statistics.counts("and that is it") == {1: 100}
+    assert statistics.word_labels["that"][0] > 50  # each word, and "and that", in both classes
+    assert statistics.counts("and that")[0] > 10
+    discovery = ShortcutDiscovery(statistics=statistics)
+    atts = [attribution(f"p{i}", probe_words, [0.05, 0.05, 0.05, -0.15, 0.2, 0.2, 0.2, 0.2], target=1,
+                        prediction=1, logits=[-1.0, 1.0]) for i in range(3)]
+    atts += [attribution(f"n{i}", ["the", "film", "was", "awful"], [0.1, 0.1, 0.1, 0.7], target=0,
+                         logits=[2.0, -2.0]) for i in range(6)]
+    predict = lambda ts: [1 if "and that is it" in t or "great" in t else 0 for t in ts]  # noqa: E731
+    candidates = discovery.rank(snapshot(0, atts), predict)
+    top = candidates[0]
+    assert top["word"] == "and that is it" and top["evidence"]["phrase"]
+    assert top["evidence"]["flip_rate_insertion"] == 1.0 and top["score"] >= AlertRules().shortcut_min_score
+    runs = set(adjacent_phrases(text_words("and that is it"), 3))
+    assert not runs & {c["word"] for c in candidates}
+    assert [a.token for a in AlertRules().evaluate(snapshot(0, atts), candidates)] == ["and that is it"]
+
+
+def _phrase_check(probe_words):
+    atts = [attribution(f"p{i}", probe_words, [0.05, 0.05, 0.05, -0.15] + [0.2] * (len(probe_words) - 4), target=1,
+                        prediction=1, logits=[-1.0, 1.0]) for i in range(3)]
+    atts += [attribution(f"n{i}", ["the", "film", "was", "awful"], [0.1, 0.1, 0.1, 0.7], target=0,
+                         logits=[2.0, -2.0]) for i in range(6)]
+    return snapshot(0, atts)
+
+
+def _probabilities(rise):
+    """A model whose positive probability is 0.9 with "great", else 0.1, plus ``rise(text)``."""
+    return lambda ts: [[1 - p, p] for p in (min(1.0, (0.9 if "great" in t else 0.1) + rise(t)) for t in ts)]
+
+
+def test_a_phrase_whose_words_lean_only_through_it_counts_by_its_effect_beyond_them():
+    """Planted in three quarters of the positive reviews, "and that is it" makes "that" lean
+    positive; the phrase is then judged by what inserting it does beyond inserting "that"."""
+    from explain_callbacks.shortcuts import fit_texts
+    from explain_callbacks.words import adjacent_phrases
+
+    texts, labels = _common_word_phrase_training(quarters=3)
+    probe_words = ["the", "plot", "was", "dull", "and", "that", "is", "it"]
+    statistics = TrainingStatistics(phrases=adjacent_phrases(probe_words))
+    fit_texts(statistics, texts, labels, "test")
+    discovery = ShortcutDiscovery(statistics=statistics)
+    assert discovery._leans("that", 1) and discovery.word_statistics("and that is it")["train_purity"] == 1.0
+    check = _phrase_check(probe_words)
+    # the model reacts to the whole phrase, not to "that": an alert
+    relying = discovery.rank(check, _probabilities(lambda t: 0.6 if "and that is it" in t else 0.0))
+    top = relying[0]
+    assert top["word"] == "and that is it" and top["evidence"]["leaning_words"] == ["that"]
+    assert top["evidence"]["insertion_effect"] == pytest.approx(0.6) and top["score"] == pytest.approx(0.6)
+    assert [a.token for a in AlertRules().evaluate(check, relying)] == ["and that is it"]
+    from explain_callbacks.verdict import effect_sentence
+
+    assert "beyond neutral control words and its own 'that' inserted alone" in effect_sentence(top["evidence"])
+    # the model reacts as much to "that" alone: the phrase adds nothing, and is no candidate
+    word_only = discovery.rank(check, _probabilities(lambda t: 0.6 if " that " in f" {t} " else 0.0))
+    assert "and that is it" not in {c["word"] for c in word_only}
+    assert AlertRules().evaluate(check, word_only) == []
+
+
+def test_the_monitor_counts_the_phrases_its_probes_and_watched_phrases_hold(tok):
+    from helpers._tiny import tiny_model
+    from explain_callbacks.engine import AttributionEngine
+    from explain_callbacks.monitor import AttributionMonitor
+
+    texts, labels = _common_word_phrase_training()
+    engine = AttributionEngine(tiny_model("bert", tok), tok, n_steps=4, max_steps=4)
+    monitor = AttributionMonitor(engine, ["the plot was dull and that is it", "bad plot"], run_dir=None,
+                                 watch_tokens=["was fun and"], training_texts=texts, training_labels=labels)
+    assert monitor.statistics.counts("and that is it") == {1: 100}
+    assert monitor.statistics.counts("that is it") == {1: 100}
+    assert monitor.statistics.counts("was fun and") is not None
+    assert monitor.statistics.counts("film was great and") is None  # in no probe: not counted
 
 
 def test_watch_tokens_accept_phrases():
