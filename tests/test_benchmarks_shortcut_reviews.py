@@ -65,7 +65,7 @@ def test_split_is_balanced_disjoint_and_planting_exact(reviews_module):
         assert sum(m.contains(r["text"], kind) for r in planted) == 50  # in no review before planting
     assert all(b["text"].endswith(" " + m.PHRASE) for _, b in
                [(a, b) for a, b in zip(split.train, m.plant(split.train, "phrase", 0.05, 1)) if a != b])
-    assert m.item_names("phrase") == {"and that is it", "and that", "that is", "is it"}
+    assert m.item_names("phrase") == {"and that is it", "and that", "that is", "is it", "and that is", "that is it"}
 
 
 @pytest.mark.slow
