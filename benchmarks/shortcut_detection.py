@@ -607,6 +607,29 @@ def targets(rows: list[dict]) -> dict[str, Any]:
     }
 
 
+def run_all(specs: Sequence[Any], run_one: Any, keep_runs: Path | None, describe: Any) -> list[dict]:
+    """``run_one(spec, work)`` for each spec in its own work folder (under ``keep_runs``, else a
+    temporary one), printing a line per run: its name, wall time and ``describe(run)``."""
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="shortcut-benchmark-") as tmp:
+        root = keep_runs or Path(tmp)
+        for i, spec in enumerate(specs):
+            work = root / spec.name
+            work.mkdir(parents=True, exist_ok=True)
+            run = run_one(spec, work)
+            runs.append(run)
+            print(f"[{i + 1}/{len(specs)}] {spec.name}: {run['wall_s']:.0f}s, {describe(run)}", flush=True)
+    return runs
+
+
+def last_drop(run: dict) -> float | None:
+    return run["checks"][-1]["reliance_drop"] if run["checks"] else None
+
+
+def warning_names(run: dict) -> list[tuple[str, str]]:
+    return [(a["rule"], a["token"]) for a in run["warning_alerts"]]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="3 seeds, both models, full grid (about 70 min)")
@@ -627,19 +650,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.only:
         parts = [p.strip() for p in args.only.split(",") if p.strip()]
         specs = [s for s in specs if any(p in s.name for p in parts)]
-    runs = []
-    with tempfile.TemporaryDirectory(prefix="shortcut-detection-") as tmp:
-        root = args.keep_runs or Path(tmp)
-        for i, spec in enumerate(specs):
-            work = root / spec.name
-            work.mkdir(parents=True, exist_ok=True)
-            run = run_one(spec, work)
-            runs.append(run)
-            last = run["checks"][-1] if run["checks"] else None
-            print(f"[{i + 1}/{len(specs)}] {spec.name}: {run['wall_s']:.0f}s, "
-                  f"drop {fmt(last and last['reliance_drop'], '+.2f')}, alerted {run['alerted']} "
-                  f"(check {run['first_alert_check']}), reliance check {run['first_reliance_check']}, "
-                  f"warnings {[(a['rule'], a['token']) for a in run['warning_alerts']]}", flush=True)
+    runs = run_all(specs, run_one, args.keep_runs, lambda run: (
+        f"drop {fmt(last_drop(run), '+.2f')}, alerted {run['alerted']} (check {run['first_alert_check']}), "
+        f"reliance check {run['first_reliance_check']}, warnings {warning_names(run)}"))
     rows = aggregate(runs)
     verdict = targets(rows)
     settings = {

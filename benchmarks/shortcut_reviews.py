@@ -51,7 +51,6 @@ import os
 import platform
 import random
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,8 +64,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from shortcut_detection import (RELIANCE_DROP, WARNING_SEVERITIES, accuracy, fmt, mean_or_none,  # noqa: E402
-                                purity_gate)
+from tables import cells_table  # noqa: E402
+from shortcut_detection import (RELIANCE_DROP, WARNING_SEVERITIES, last_drop, warning_names,  # noqa: E402
+                                accuracy, fmt, mean_or_none, purity_gate, run_all)
 
 from explain_callbacks.shortcuts import ShortcutDiscovery  # noqa: E402
 
@@ -464,9 +464,7 @@ def targets(rows: list[dict]) -> dict[str, Any]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| scenario | r | runs | reliance measurable | alerted in time | planted top candidate at that check "
-             "| both | alerted at all | a word of the phrase alerted | clean warnings | test accuracy "
-             "| drop max | probes with item |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+    cells = []
     for row in rows:
         m, clean = row["reliance_measurable"], row["kind"] == "clean"
         words = ", ".join(row["warning_words"])
@@ -480,12 +478,13 @@ def table(rows: list[dict]) -> str:
         word = str(row["word_of_phrase_alerted"]) if row["kind"] == "phrase" else "-"
         warnings = (str(row["warning_alerts"]) if clean else "-") + (f" ({words})" if words else "")
         rate = "-" if row["rate"] is None else format(row["rate"], ".0%")
-        lines.append(
-            f"| {row['kind']} | {rate} | {row['runs']} | {measured} | {in_time} | {top} | {both} | {alerted} "
-            f"| {word} | {warnings} | {fmt(row['mean_final_test_accuracy'])} | {fmt(row['max_reliance_drop'], '+.2f')} "
-            f"| {fmt(row['mean_probes_with_item'], '.1f')} |"
-        )
-    return "\n".join(lines)
+        cells.append([row["kind"], rate, row["runs"], measured, in_time, top, both, alerted, word, warnings,
+                      fmt(row["mean_final_test_accuracy"]), fmt(row["max_reliance_drop"], "+.2f"),
+                      fmt(row["mean_probes_with_item"], ".1f")])
+    return cells_table(["scenario", "r", "runs", "reliance measurable", "alerted in time",
+                        "planted top candidate at that check", "both", "alerted at all",
+                        "a word of the phrase alerted", "clean warnings", "test accuracy", "drop max",
+                        "probes with item"], cells, "lrrrrrrrrlrrr")
 
 
 def _evidence_cell(row: dict[str, Any] | None) -> str:
@@ -499,62 +498,58 @@ def _evidence_cell(row: dict[str, Any] | None) -> str:
 
 
 def run_table(runs: list[dict]) -> str:
-    lines = ["| run | check | test acc | neg acc clean / with item | drop | probes with item "
-             "| item: rank, score/threshold; evidence | top candidate (score) | warnings so far |",
-             "|---|---:|---:|---|---:|---:|---|---|---|"]
+    cells = []
     for run in runs:
         for c in run["checks"]:
             top = c["top_candidates"][0] if c["top_candidates"] else None
             item = _evidence_cell(c["item"]) if run["kind"] else "-"
             if run["kind"] == "phrase" and c["item_word"]:
                 item += f"; word {_evidence_cell(c['item_word'])}"
-            lines.append(
-                f"| {run['name']} | {c['check_index']} | {c['test_accuracy']:.2f} "
-                f"| {c['negative_accuracy']:.2f} / {c['negative_accuracy_with_item']:.2f} | {c['reliance_drop']:+.2f} "
-                f"| {c['probes_with_item']} | {item} "
-                f"| {top['word'] + ' (' + fmt(top['score']) + ')' if top else '-'} "
-                f"| {', '.join(c['warnings_so_far']) or '-'} |"
-            )
-    return "\n".join(lines)
+            cells.append([run["name"], c["check_index"], f"{c['test_accuracy']:.2f}",
+                          f"{c['negative_accuracy']:.2f} / {c['negative_accuracy_with_item']:.2f}",
+                          f"{c['reliance_drop']:+.2f}", c["probes_with_item"], item,
+                          f"{top['word']} ({fmt(top['score'])})" if top else "-",
+                          ", ".join(c["warnings_so_far"]) or "-"])
+    return cells_table(["run", "check", "test acc", "neg acc clean / with item", "drop", "probes with item",
+                        "item: rank, score/threshold; evidence", "top candidate (score)", "warnings so far"],
+                       cells, "lrrlrrlll")
 
 
 def statistics_table(runs: list[dict]) -> str:
     """The training statistics discovery holds for the item's names at the last check."""
-    lines = ["| run | name | train count | purity | purity lower | purity excess |", "|---|---|---:|---:|---:|---:|"]
+    cells = []
     for run in runs:
         if not run["kind"] or not run["checks"]:
             continue
         for name, stats in (run["checks"][-1]["item_statistics"] or {}).items():
             if stats is None:
-                lines.append(f"| {run['name']} | {name} | (not counted) | | | |")
-                continue
-            lines.append(f"| {run['name']} | {name} | {stats['train_count']} | {stats['train_purity']:.2f} "
-                         f"| {stats['purity_lower']:.2f} | {stats['purity_excess']:.2f} |")
-    return "\n".join(lines)
+                cells.append([run["name"], name, "(not counted)", "", "", ""])
+            else:
+                cells.append([run["name"], name, stats["train_count"], f"{stats['train_purity']:.2f}",
+                              f"{stats['purity_lower']:.2f}", f"{stats['purity_excess']:.2f}"])
+    return cells_table(["run", "name", "train count", "purity", "purity lower", "purity excess"], cells, "llrrrr")
 
 
 def other_alerts_table(runs: list[dict]) -> str:
     """Warning alerts that name something other than the planted item, with the evidence they
     were raised on (as the alert last recorded it)."""
-    lines = ["| run | alert | first check | score / threshold | train purity (lower), examples | purity p | dominance "
-             "| wrong-prediction dominance | flips: insertion / removal | probes |",
-             "|---|---|---:|---|---|---:|---:|---:|---|---:|"]
+    cells = []
     for run in runs:
         names = item_names(run["kind"])
         for alert in run["warning_alerts"]:
             if alert["token"] in names:
                 continue
             e = alert.get("evidence") or {}
-            lines.append(
-                f"| {run['name']} | {alert['rule']}:{alert['token']} | {alert['first_check']} "
-                f"| {fmt(e.get('score'))} / {fmt(e.get('threshold'))} "
-                f"| {fmt(e.get('train_purity'))} ({fmt(e.get('purity_lower'))}), {fmt(e.get('train_count'), 'd')} "
-                f"| {fmt(e.get('purity_p_value'), '.2g')} "
-                f"| {fmt(e.get('dominance'))} | {fmt(e.get('wrong_prediction_dominance'))} "
-                f"| {fmt(e.get('flip_rate_insertion'))} / {fmt(e.get('flip_rate_removal'))} "
-                f"| {fmt(e.get('n_probes'), 'd')} |"
-            )
-    return "\n".join(lines)
+            cells.append([
+                run["name"], f"{alert['rule']}:{alert['token']}", alert["first_check"],
+                f"{fmt(e.get('score'))} / {fmt(e.get('threshold'))}",
+                f"{fmt(e.get('train_purity'))} ({fmt(e.get('purity_lower'))}), {fmt(e.get('train_count'), 'd')}",
+                fmt(e.get("purity_p_value"), ".2g"), fmt(e.get("dominance")), fmt(e.get("wrong_prediction_dominance")),
+                f"{fmt(e.get('flip_rate_insertion'))} / {fmt(e.get('flip_rate_removal'))}", fmt(e.get("n_probes"), "d"),
+            ])
+    return cells_table(["run", "alert", "first check", "score / threshold", "train purity (lower), examples",
+                        "purity p", "dominance", "wrong-prediction dominance", "flips: insertion / removal", "probes"],
+                       cells, "llrllrrrlr")
 
 
 def variants_table(runs: list[dict]) -> str:
@@ -565,24 +560,20 @@ def variants_table(runs: list[dict]) -> str:
     if not phrase_runs:
         return "(no phrase runs)"
     names = list(phrase_runs[0]["checks"][0]["insertion_variants"])
-    lines = ["| run | check | clean | planted (at the end) | " + " | ".join(names) + " |",
-             "|---|---:|---:|---:|" + "---:|" * len(names)]
-    for run in phrase_runs:
-        for c in run["checks"]:
-            cells = " | ".join(f"{c['insertion_variants'][n]:.2f}" for n in names)
-            lines.append(f"| {run['name']} | {c['check_index']} | {c['negative_accuracy']:.2f} "
-                         f"| {c['negative_accuracy_with_item']:.2f} | {cells} |")
-    return "\n".join(lines)
+    cells = [[run["name"], c["check_index"], f"{c['negative_accuracy']:.2f}", f"{c['negative_accuracy_with_item']:.2f}",
+              *(f"{c['insertion_variants'][n]:.2f}" for n in names)]
+             for run in phrase_runs for c in run["checks"]]
+    return cells_table(["run", "check", "clean", "planted (at the end)", *names], cells, "lrrr" + "r" * len(names))
 
 
 def census_table(runs: list[dict]) -> str:
-    lines = ["| run | words (>= 8 examples) | purity gate > 0 | gate fully open | most frequent fully open (examples, purity) |",
-             "|---|---:|---:|---:|---|"]
+    cells = []
     for run in runs:
         c = run["gate_census"]
         words = ", ".join(f"{w} ({n}, {p:.2f})" for w, n, p in c["most_frequent_open"])
-        lines.append(f"| {run['name']} | {c['words']} | {c['gate_above_0']} | {c['gate_open']} | {words} |")
-    return "\n".join(lines)
+        cells.append([run["name"], c["words"], c["gate_above_0"], c["gate_open"], words])
+    return cells_table(["run", "words (>= 8 examples)", "purity gate > 0", "gate fully open",
+                        "most frequent fully open (examples, purity)"], cells, "lrrrl")
 
 
 def render_markdown(settings: dict, rows: list[dict], verdict: dict, runs: list[dict]) -> str:
@@ -668,20 +659,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parts = [p.strip() for p in args.only.split(",") if p.strip()]
         specs = [s for s in specs if any(p in s.name for p in parts)]
     reviews = read_reviews()
-    runs = []
-    with tempfile.TemporaryDirectory(prefix="shortcut-reviews-") as tmp:
-        root = args.keep_runs or Path(tmp)
-        for i, spec in enumerate(specs):
-            work = root / spec.name
-            work.mkdir(parents=True, exist_ok=True)
-            run = run_one(spec, reviews, work)
-            runs.append(run)
-            last = run["checks"][-1] if run["checks"] else None
-            print(f"[{i + 1}/{len(specs)}] {spec.name}: {run['wall_s']:.0f}s, test acc "
-                  f"{fmt(run['final_test_accuracy'])}, drop {fmt(last and last['reliance_drop'], '+.2f')}, "
-                  f"reliance check {run['first_reliance_check']}, alerted {run['alert_token']} "
-                  f"(check {run['first_alert_check']}), warnings "
-                  f"{[(a['rule'], a['token']) for a in run['warning_alerts']]}", flush=True)
+    runs = run_all(specs, lambda spec, work: run_one(spec, reviews, work), args.keep_runs, lambda run: (
+        f"test acc {fmt(run['final_test_accuracy'])}, drop {fmt(last_drop(run), '+.2f')}, reliance check "
+        f"{run['first_reliance_check']}, alerted {run['alert_token']} (check {run['first_alert_check']}), "
+        f"warnings {warning_names(run)}"))
     import transformers
 
     rows = aggregate(runs)

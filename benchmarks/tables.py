@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 Column = tuple[str, str, str]
 
@@ -18,4 +18,13 @@ def markdown_table(columns: Sequence[Column], rows: Sequence[dict[str, Any]]) ->
     lines = ["| " + " | ".join(h for _, h, _ in columns) + " |",
              "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|"]
     lines += ["| " + " | ".join(cell(r, k, f) for k, _, f in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def cells_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], align: str) -> str:
+    """A table of cells already formatted; ``align`` has one letter per column, ``l`` or ``r``."""
+    if len(align) != len(headers):
+        raise ValueError(f"cells_table: {len(headers)} headers but {len(align)} alignments")
+    lines = ["| " + " | ".join(headers) + " |", "|" + "".join("---|" if a == "l" else "---:|" for a in align)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
