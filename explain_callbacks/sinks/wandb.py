@@ -22,14 +22,6 @@ logger = logging.getLogger(__name__)
 TOKEN_TABLE_COLUMNS = ["check", "step", "rank", "word", "mean_abs_share", "mean_share", "sum_share", "n_probes"]
 
 
-def _import_wandb():
-    try:
-        import wandb
-    except ImportError as err:
-        raise ImportError('WandbSink needs wandb: pip install "explain-callbacks[wandb]"') from err
-    return wandb
-
-
 class WandbSink:
     """Logs each check to a W&B run.
 
@@ -42,7 +34,11 @@ class WandbSink:
     """
 
     def __init__(self, run: Any = None, step_key: str | None = None, log_tables: bool = True):
-        self._wandb = _import_wandb()
+        try:  # imported here: the package never needs wandb unless this sink is made
+            import wandb
+        except ImportError as err:
+            raise ImportError('WandbSink needs wandb: pip install "explain-callbacks[wandb]"') from err
+        self._wandb = wandb
         if step_key is not None and (not isinstance(step_key, str) or not step_key or step_key.startswith("attribution/")):
             raise ValueError(
                 f"step_key must name the framework's step metric (e.g. 'trainer/global_step'), got {step_key!r}."
