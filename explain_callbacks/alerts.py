@@ -251,12 +251,13 @@ class AlertRules:
         if "counterfactual" in basis:
             evidence = candidate.get("evidence") or {}
             # a phrase takes the lower threshold only on the p-value (a pure phrase in a few
-            # examples is chance), and not with a word that leans to its class: "a dull" is as
-            # pure as a planted phrase where every use of "dull" outside it is negated
-            # (negations, "not good", never get here: discovery rules them out)
+            # examples is chance), only when all its words are common ones (with a class word
+            # in it, "a forgettable", it may be that word's idiom), and not with a word that
+            # leans to its class ("a dull" is as pure as a planted phrase where the other uses
+            # of "dull" are negated); negations, "not good", never get here: discovery rules them out
             phrase = evidence.get("phrase")
-            if (not phrase or (evidence.get("purity_p_value") is not None and not evidence.get("leaning_words"))) \
-                    and self._purer_than_class_words(evidence):
+            if (not phrase or (evidence.get("purity_p_value") is not None and evidence.get("common_words")
+                               and not evidence.get("leaning_words"))) and self._purer_than_class_words(evidence):
                 return self.shortcut_min_score_pure
             return self.shortcut_min_score
         return self.shortcut_min_score_partial

@@ -87,6 +87,10 @@ PURITY_GATE = (0.5, 0.8)
 # One-sided enough for a word in a few dozen examples; genuine words have hundreds.
 PURITY_CONFIDENCE = 0.8  # purity above the prior: no shortcut evidence below, full above
 PHRASE_MIN_COUNT = 10  # phrases are many: a pure one in a handful of examples is chance
+# A word in at least this share of the training examples is a common word (a function word,
+# not a class word: "it" is in 18% of real reviews, the class word "funny" in 14% of the
+# synthetic ones, "awful" in 8%). A phrase of common words has no class word of its own.
+COMMON_WORD_DF = 0.15
 CLASS_WORD_EXCESS = 0.25  # a word this far above the prior is a class word: its phrases are none
 # Class words are judged purity by purity: words in this many training examples are measured
 # well enough to say how pure the genuine class words of this data set are.
@@ -314,7 +318,10 @@ class ShortcutDiscovery:
         words). One that leans outside the phrase too is a class word ("a great"): the phrase is
         none. One that leans only through the phrase ("that" with "and that is it", "moving"
         with "a moving") leaves the phrase a candidate (``row["leaning"]``) that counts only by
-        what inserting it does beyond inserting that word (:meth:`_reliance`)."""
+        what inserting it does beyond inserting that word (:meth:`_reliance`). Phrases of three
+        or four words must be made of common words (``COMMON_WORD_DF``): with a rarer word in
+        them they are often that word's idiom in the data's own templates ("what a awful", 23
+        of 23 negative in synthetic reviews where "awful" is 62%)."""
         gates = {r["word"]: self._gate(r) for r in rows}
         phrases = []
         for row in rows:
@@ -322,6 +329,9 @@ class ShortcutDiscovery:
                 words = row["word"].split(" ")
                 label = row["train"]["purity_label"]
                 leaning = [w for w in words if self._leans(w, label)]
+                row["common_words"] = all(self._is_common(w) for w in words)
+                if len(words) > 2 and not row["common_words"]:
+                    continue  # a rarer word's idiom ("what a awful"): the word or a pair speaks for it
                 if gates[row["word"]] > max(gates.get(w, 0.0) for w in words) and all(
                         self.word_statistics(w)["purity_label"] == label
                         and not self._leans(w, label, outside=row["word"]) for w in leaning):
@@ -330,6 +340,11 @@ class ShortcutDiscovery:
         longer = {p: [q for q in phrases if len(q) > len(p) and f" {p} " in f" {q} "] for p in phrases}
         kept_phrases = {p for p in phrases if all(gates[q] < gates[p] for q in longer[p])}
         return [r for r in rows if " " not in r["word"] or r["word"] in kept_phrases]
+
+    def _is_common(self, word: str) -> bool:
+        counts = self.statistics.counts(word)
+        n = self.statistics.n_examples
+        return bool(counts) and n > 0 and sum(counts.values()) / n >= COMMON_WORD_DF
 
     def _leans(self, word: str, phrase_label: Any, outside: str | None = None) -> bool:
         """Whether a word of a phrase leans to a class in training: clearly to any, or at all to
@@ -621,6 +636,7 @@ class ShortcutDiscovery:
             evidence["phrase"] = True
             if row.get("leaning"):  # the insertion effect is beyond these words
                 evidence["leaning_words"] = list(row["leaning"])
+            evidence["common_words"] = bool(row.get("common_words"))
         if row.get("outside"):
             evidence["outside_probes"] = True  # in no probe: only the insertion flips speak for it
         return {"word": row["word"], "score": float(row["score"]), "evidence": json_safe(evidence)}

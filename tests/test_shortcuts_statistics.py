@@ -300,6 +300,31 @@ def test_a_phrase_whose_words_lean_only_through_it_counts_by_its_effect_beyond_t
     assert AlertRules().evaluate(check, word_only) == []
 
 
+def test_a_class_word_idiom_is_no_phrase_and_a_pair_with_a_class_word_keeps_the_full_threshold():
+    """MiniLM clean and planted runs warned on the synthetic data's own templates: "what a awful"
+    (23 of 23 negative, "awful" itself 62%) and "a forgettable" (36 of 40, at 0.16 against the
+    lower threshold). Only phrases of common words may be three or four words long or take it."""
+    from explain_callbacks.shortcuts import fit_texts
+    from explain_callbacks.synthetic import planted_reviews
+    from explain_callbacks.words import adjacent_phrases
+
+    data = planted_reviews(1200, shortcut="zorblax", rate=0.01, purity=1.0, label_noise=0.2, seed=2)
+    probe_words = ["what", "a", "awful", "film"]
+    statistics = TrainingStatistics(phrases=adjacent_phrases(probe_words))
+    fit_texts(statistics, data.texts, data.labels, "test")
+    assert statistics.counts("what a awful") == {0: 23}
+    discovery = ShortcutDiscovery(statistics=statistics)
+    atts = [attribution(f"n{i}", probe_words, [0.2, 0.2, 0.4, 0.2], target=0, logits=[2.0, -2.0]) for i in range(3)]
+    atts += [attribution(f"p{i}", ["the", "film", "was", "great"], [0.1, 0.1, 0.1, 0.7], target=1,
+                         logits=[-2.0, 2.0]) for i in range(6)]
+    predict = lambda ts: [[0.9, 0.1] if "what a awful" in t else [0.2, 0.8] for t in ts]  # noqa: E731
+    assert "what a awful" not in {c["word"] for c in discovery.rank(snapshot(0, atts), predict)}
+    rules = AlertRules()
+    evidence = {"basis": ["attribution", "training", "counterfactual"], "purity_p_value": 0.01, "phrase": True}
+    assert rules.shortcut_threshold({"word": "a forgettable", "evidence": {**evidence, "common_words": False}}) == 0.5
+    assert rules.shortcut_threshold({"word": "and that is it", "evidence": {**evidence, "common_words": True}}) == 0.15
+
+
 def test_the_monitor_counts_the_phrases_its_probes_and_watched_phrases_hold(tok):
     from helpers._tiny import tiny_model
     from explain_callbacks.engine import AttributionEngine
