@@ -254,7 +254,8 @@ class AlertRules:
             # examples is chance), only when all its words are common ones (with a class word
             # in it, "a forgettable", it may be that word's idiom), and not with a word that
             # leans to its class ("a dull" is as pure as a planted phrase where the other uses
-            # of "dull" are negated); negations, "not good", never get here: discovery rules them out
+            # of "dull" are negated; a common word that leans only where the phrase is, "that" in
+            # "and that is it", is no such word); negations, "not good", never get here: discovery rules them out
             phrase = evidence.get("phrase")
             if (not phrase or (evidence.get("purity_p_value") is not None and evidence.get("common_words")
                                and not evidence.get("leaning_words"))) and self._purer_than_class_words(evidence):

@@ -317,8 +317,13 @@ class ShortcutDiscovery:
         ("funny pacing", "a moving") or lean only because the phrase was planted (its common
         words). One that leans outside the phrase too is a class word ("a great"): the phrase is
         none. One that leans only through the phrase ("that" with "and that is it", "moving"
-        with "a moving") leaves the phrase a candidate (``row["leaning"]``) that counts only by
-        what inserting it does beyond inserting that word (:meth:`_reliance`). Phrases of three
+        with "a moving") leaves the phrase a candidate. If it is a common word, balanced in the
+        many examples without the phrase ("that": 47% positive there, the prior 50%), its lean is
+        the phrase's own doing, and the model's response to it alone part of the same shortcut
+        (``row["through_phrase"]``): the phrase is judged like any candidate. Otherwise it may be
+        a class word whose other uses are negated or too few to tell ("moving" in "a moving",
+        "dull" in "a dull"), and the phrase counts only by what inserting it does beyond
+        inserting that word (``row["leaning"]``, :meth:`_reliance`). Phrases of three
         or four words must be made of common words (``COMMON_WORD_DF``): with a rarer word in
         them they are often that word's idiom in the data's own templates ("what a awful", 23
         of 23 negative in synthetic reviews where "awful" is 62%)."""
@@ -335,7 +340,8 @@ class ShortcutDiscovery:
                 if gates[row["word"]] > max(gates.get(w, 0.0) for w in words) and all(
                         self.word_statistics(w)["purity_label"] == label
                         and not self._leans(w, label, outside=row["word"]) for w in leaning):
-                    row["leaning"] = leaning
+                    row["through_phrase"] = [w for w in leaning if self._leans_only_through(w, label, row["word"])]
+                    row["leaning"] = [w for w in leaning if w not in row["through_phrase"]]
                     phrases.append(row["word"])
         longer = {p: [q for q in phrases if len(q) > len(p) and f" {p} " in f" {q} "] for p in phrases}
         kept_phrases = {p for p in phrases if all(gates[q] < gates[p] for q in longer[p])}
@@ -346,6 +352,22 @@ class ShortcutDiscovery:
         n = self.statistics.n_examples
         return bool(counts) and n > 0 and sum(counts.values()) / n >= COMMON_WORD_DF
 
+    def _leans_only_through(self, word: str, phrase_label: Any, phrase: str) -> bool:
+        """Whether a common word that leans to ``phrase_label`` is measured without the phrase
+        (enough examples) and leans to no class there: a function word the phrase made lean."""
+        return self._is_common(word) and self._outside(word, phrase) is not None and not self._leans(
+            word, phrase_label, outside=phrase)
+
+    def _outside(self, word: str, phrase: str) -> dict[str, Any] | None:
+        """The word's statistics in the training examples without ``phrase``, judged against
+        those examples' own label shares (a phrase in most of one class leaves few of it)."""
+        inside = self.statistics.counts(phrase) or Counter()
+        counts = Counter(self.statistics.counts(word) or {})
+        counts.subtract(inside)  # both count once per example, and the word is in every phrase's
+        label_counts = Counter(self.statistics.label_counts)
+        label_counts.subtract(inside)
+        return self._statistics_of(word, +counts, +label_counts)
+
     def _leans(self, word: str, phrase_label: Any, outside: str | None = None) -> bool:
         """Whether a word of a phrase leans to a class in training: clearly to any, or at all to
         another class than the phrase's (a negation turns it: "not funny"). Measured overall,
@@ -353,18 +375,11 @@ class ShortcutDiscovery:
         benchmark's clean data (its negative uses are negated), so "a moving" looks purer than
         its words although it is a class word in its plain use. A planted phrase of common words
         can make its own words lean too ("that" 66% positive with "and that is it" in 20% of the
-        positive reviews, 47% without): only the model's response tells the two apart.
-        ``outside``: judge the word in the training examples without that phrase (against
-        their own label shares: a phrase in most of one class leaves few of it outside)."""
-        if outside is None:
-            train = self.word_statistics(word)
-        else:
-            phrase = self.statistics.counts(outside) or Counter()
-            counts = Counter(self.statistics.counts(word) or {})
-            counts.subtract(phrase)  # both count once per example, and the word is in every phrase's
-            label_counts = Counter(self.statistics.label_counts)
-            label_counts.subtract(phrase)
-            train = self._statistics_of(word, +counts, +label_counts)
+        positive reviews, 47% without): a common word balanced without the phrase
+        (:meth:`_leans_only_through`) or the model's response tells the two apart.
+        ``outside``: judge the word in the training examples without that phrase
+        (:meth:`_outside`)."""
+        train = self.word_statistics(word) if outside is None else self._outside(word, outside)
         if train is None:
             return False
         limit = CLASS_WORD_EXCESS if train["purity_label"] == phrase_label else CLASS_WORD_EXCESS / 2.5
@@ -636,6 +651,8 @@ class ShortcutDiscovery:
             evidence["phrase"] = True
             if row.get("leaning"):  # the insertion effect is beyond these words
                 evidence["leaning_words"] = list(row["leaning"])
+            if row.get("through_phrase"):  # common words that lean only where the phrase is
+                evidence["words_leaning_through_phrase"] = list(row["through_phrase"])
             evidence["common_words"] = bool(row.get("common_words"))
         if row.get("outside"):
             evidence["outside_probes"] = True  # in no probe: only the insertion flips speak for it

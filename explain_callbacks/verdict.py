@@ -112,6 +112,9 @@ def training_sentence(evidence: Mapping[str, Any], labels: Sequence[Any] | None 
     if reference is not None and p_value is not None:
         text += (f", {'purer than' if p_value <= 0.05 else 'no purer than'} the purest well-measured "
                  f"class word of the data ({reference:.0%}; p = {p_value:.2g})")
+    through = [str(w) for w in evidence.get("words_leaning_through_phrase") or []]
+    if through:
+        text += f"; {_quoted(through)} leans to {label} only in the examples that hold the phrase"
     return text
 
 

@@ -8,6 +8,8 @@ so two planted words do not hide each other.
 
 from __future__ import annotations
 
+import pytest
+
 from helpers.attribution_records import attribution, snapshot
 from explain_callbacks.alerts import AlertRules
 from explain_callbacks.shortcuts import ShortcutDiscovery
@@ -91,6 +93,12 @@ def test_a_class_word_in_its_plain_use_is_no_phrase():
                              logits=[2.0, -2.0]) for i in range(6)]
     predict = lambda ts: [[0.2, 0.8] if "moving" in t else [0.9, 0.1] for t in ts]  # noqa: E731
     assert "a moving" not in {c["word"] for c in discovery.rank(snapshot(0, [probe, *negatives]), predict)}
+    # "moving" is no common word: it may be a class word, so the phrase counts only by what
+    # inserting it does beyond inserting "moving", here all of its effect
+    predict = lambda ts: [[0.2, 0.8] if "a moving" in t else [0.9, 0.1] for t in ts]  # noqa: E731
+    phrase, = discovery.rank(snapshot(0, [probe, *negatives]), predict)
+    assert phrase["word"] == "a moving" and phrase["evidence"]["leaning_words"] == ["moving"]
+    assert phrase["score"] == pytest.approx(0.7) and "words_leaning_through_phrase" not in phrase["evidence"]
 
 
 def test_a_candidate_that_reaches_its_threshold_leads_one_that_does_not():

@@ -272,10 +272,14 @@ def _probabilities(rise):
     return lambda ts: [[1 - p, p] for p in (min(1.0, (0.9 if "great" in t else 0.1) + rise(t)) for t in ts)]
 
 
-def test_a_phrase_whose_words_lean_only_through_it_counts_by_its_effect_beyond_them():
+def test_a_common_word_that_leans_only_through_the_phrase_does_not_weaken_it():
     """Planted in three quarters of the positive reviews, "and that is it" makes "that" lean
-    positive; the phrase is then judged by what inserting it does beyond inserting "that"."""
+    positive, though it is balanced in the examples without the phrase. The real-review miss:
+    scored only by what inserting it did beyond inserting "that", the planted phrase stayed at
+    0.18-0.41 against 0.5 in two of three runs, although inserting it flipped up to 88% of the
+    probes. The model's response to "that" alone was learned from the phrase: the same shortcut."""
     from explain_callbacks.shortcuts import fit_texts
+    from explain_callbacks.verdict import training_sentence
     from explain_callbacks.words import adjacent_phrases
 
     texts, labels = _common_word_phrase_training(quarters=3)
@@ -284,20 +288,20 @@ def test_a_phrase_whose_words_lean_only_through_it_counts_by_its_effect_beyond_t
     fit_texts(statistics, texts, labels, "test")
     discovery = ShortcutDiscovery(statistics=statistics)
     assert discovery._leans("that", 1) and discovery.word_statistics("and that is it")["train_purity"] == 1.0
+    outside = discovery._outside("that", "and that is it")  # 50 positive, 200 negative examples
+    assert outside["purity_label"] == 0 and outside["purity_excess"] == 0.0
     check = _phrase_check(probe_words)
-    # the model reacts to the whole phrase, not to "that": an alert
-    relying = discovery.rank(check, _probabilities(lambda t: 0.6 if "and that is it" in t else 0.0))
-    top = relying[0]
-    assert top["word"] == "and that is it" and top["evidence"]["leaning_words"] == ["that"]
-    assert top["evidence"]["insertion_effect"] == pytest.approx(0.6) and top["score"] == pytest.approx(0.6)
-    assert [a.token for a in AlertRules().evaluate(check, relying)] == ["and that is it"]
-    from explain_callbacks.verdict import effect_sentence
-
-    assert "beyond neutral control words and its own 'that' inserted alone" in effect_sentence(top["evidence"])
-    # the model reacts as much to "that" alone: the phrase adds nothing, and is no candidate
-    word_only = discovery.rank(check, _probabilities(lambda t: 0.6 if " that " in f" {t} " else 0.0))
-    assert "and that is it" not in {c["word"] for c in word_only}
-    assert AlertRules().evaluate(check, word_only) == []
+    for rise in (lambda t: 0.6 if "and that is it" in t else 0.0,  # the whole phrase
+                 lambda t: 0.6 if " that " in f" {t} " else 0.0):  # "that" alone as much
+        candidates = discovery.rank(check, _probabilities(rise))
+        top = candidates[0]
+        assert top["word"] == "and that is it"
+        assert top["evidence"]["words_leaning_through_phrase"] == ["that"]
+        assert "leaning_words" not in top["evidence"]
+        assert top["evidence"]["flip_rate_insertion"] == 1.0 and top["score"] == pytest.approx(1.0)
+        assert [a.token for a in AlertRules().evaluate(check, candidates)] == ["and that is it"]
+    assert "'that' leans to 'positive' only in the examples that hold the phrase" in training_sentence(
+        top["evidence"], ["negative", "positive"])
 
 
 def test_a_class_word_idiom_is_no_phrase_and_a_pair_with_a_class_word_keeps_the_full_threshold():
