@@ -235,6 +235,8 @@ class ShortcutDiscovery:
         """
         per_word = self.attribution_evidence(snapshot)
         forwards: dict[str, Any] = {}  # the probes' own predictions and the controls', shared by every test
+        reference = self._reference_purities() if self.has_training_data else []
+        reference_excess = self._reference_excess(reference)
         rows = []
         for word, evidence in per_word.items():
             basis = ["attribution"]
@@ -248,7 +250,7 @@ class ShortcutDiscovery:
                 continue  # a phrase is a candidate only for being purer than its words
             label = self._class_id(train["purity_label"], snapshot) if train else evidence["supported_target"]
             rows.append({"word": word, "attribution": evidence, "train": train, "label": label,
-                         "basis": basis, "flips": None})
+                         "basis": basis, "flips": None, "reference_excess": reference_excess(word)})
         rows = self._phrases_purer_than_words(rows)
         for row in rows:
             row["score"] = self._score(row)
@@ -265,9 +267,8 @@ class ShortcutDiscovery:
                              key=lambda r: (-self._gate(r), -r["train"]["train_count"], r["word"]))
             self._test(tested + phrases[: self.counterfactual_words], snapshot, predict_fn, forwards)
         if predict_fn is not None and self.counterfactual_words and self.has_training_data:
-            rows += self._outside_the_probes(snapshot, set(per_word), predict_fn, forwards)
+            rows += self._outside_the_probes(snapshot, set(per_word), predict_fn, forwards, reference_excess)
         self.last_rank_forwards = forwards.get("n", 0)  # texts run through predict_fn (for benchmarks)
-        reference = self._reference_purities() if self.has_training_data else []
         rows = sorted((r for r in rows if r["score"] > 0), key=lambda r: -r["score"])
         if len(rows) > self.max_candidates:  # the kept ones and those tied with the last kept
             rows = [r for r in rows if r["score"] >= rows[self.max_candidates - 1]["score"]]
@@ -277,7 +278,8 @@ class ShortcutDiscovery:
         return candidates[: self.max_candidates]
 
     def _outside_the_probes(self, snapshot: Snapshot, present: set[str], predict_fn: PredictFn,
-                            forwards: dict[str, Any]) -> list[dict[str, Any]]:
+                            forwards: dict[str, Any], reference_excess: Callable[[str], float | None]
+                            ) -> list[dict[str, Any]]:
         """The most label-pure training words that no probe contains, tested by inserting them
         into probes the model confidently puts in another class: a shortcut the probes never
         show can still flip them. Only that evidence backs them (basis without "attribution")."""
@@ -291,7 +293,8 @@ class ShortcutDiscovery:
             train = self.word_statistics(word)
             label = self._class_id(train["purity_label"], snapshot) if train else None
             row = {"word": word, "attribution": dict(_NO_ATTRIBUTION), "train": train, "label": label,
-                   "basis": ["training"], "flips": None, "outside": True}
+                   "basis": ["training"], "flips": None, "outside": True,
+                   "reference_excess": reference_excess(word)}
             if label is not None and self._gate(row) > 0:
                 rows.append(row)
         rows.sort(key=lambda r: (-self._gate(r), -r["train"]["purity_lower"], -r["train"]["train_count"], r["word"]))
@@ -487,10 +490,30 @@ class ShortcutDiscovery:
 
     @staticmethod
     def _gate(row: dict[str, Any]) -> float:
+        """How far the word's purity above the prior speaks for a shortcut: none below
+        ``PURITY_GATE``'s low end, fully from its high end. Where the data's purest well-measured
+        class word stays below the low end (label noise caps genuine words at ~0.76 in the
+        benchmark's reviews), a word purer than it opens the gate from its level instead: a
+        planted word at purity 0.8 is then ranked above the class words it outdoes."""
         if not row["train"]:
             return 0.5
         low, high = PURITY_GATE
-        return min(1.0, max(0.0, (row["train"]["purity_excess"] - low) / (high - low)))
+        excess = row["train"]["purity_excess"]
+        reference = row.get("reference_excess")
+        if reference is not None and reference < low:
+            low = reference
+        return min(1.0, max(0.0, (excess - low) / (high - low)))
+
+    def _reference_excess(self, reference: list[tuple[float, str, int, int]]) -> Callable[[str], float | None]:
+        """For a single word, the purity excess of the purest other well-measured word
+        (:meth:`_reference_purities`); ``None`` for phrases (measured against what their words
+        predict, not against the class words) and without such a word."""
+        excess = [(word, (self.word_statistics(word) or {}).get("purity_excess")) for _, word, _, _ in reference]
+
+        def of(word: str) -> float | None:
+            others = [e for w, e in excess if w != word]
+            return others[0] if others and " " not in word else None
+        return of
 
     def _score(self, row: dict[str, Any]) -> float:
         return self._gate(row) * self._reliance(row)

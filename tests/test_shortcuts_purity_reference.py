@@ -111,3 +111,31 @@ def test_a_candidate_that_reaches_its_threshold_leads_one_that_does_not():
     rules = AlertRules()
     assert [rules.meets_shortcut_threshold(c) for c in (pure_word, pair, quiet)] == [True, False, False]
     assert [c["word"] for c in rules.lead_with_alerting([pair, quiet, pure_word])] == ["zorblax", "funny pacing", "great"]
+
+
+def test_a_word_purer_than_the_class_words_opens_the_gate_from_their_level():
+    """Label noise caps the genuine words of the benchmark's reviews below purity 0.8, and with
+    them the fixed gate (purity excess 0.5 to 0.8) shut a planted word at purity 0.8 too: it led
+    the candidates in 4 of 8 runs with measurable reliance. Opened from the purest class word's
+    own excess, it ranks above the class words it outdoes (7 of 8), which stay at 0."""
+    from explain_callbacks.synthetic import planted_reviews
+
+    data = planted_reviews(2000, shortcut="zorblax", rate=0.2, purity=0.8, label_noise=0.2, seed=2)
+    discovery = ShortcutDiscovery(data.texts, data.labels)
+    planted, reference = discovery.word_statistics("zorblax"), discovery.word_statistics("brilliant")
+    assert planted["train_purity"] == pytest.approx(296 / 382)  # 0.77, as pure as class words get here
+    assert reference["purity_excess"] < planted["purity_excess"] < 0.5  # the fixed gate: shut
+    probes = [attribution("p0", ["zorblax", "the", "plot"], [0.8, 0.1, 0.1]),
+              attribution("p1", ["brilliant", "the", "plot"], [0.8, 0.1, 0.1])]
+    ranked = discovery.rank(snapshot(0, probes))
+    assert [c["word"] for c in ranked] == ["zorblax"]
+    expected = (planted["purity_excess"] - reference["purity_excess"]) / (0.8 - reference["purity_excess"])
+    assert ranked[0]["score"] == pytest.approx(expected * ranked[0]["evidence"]["dominance"])
+    assert 0.0 < ranked[0]["score"] < AlertRules().shortcut_min_score_pure  # ranked, not alerted
+    # where the class words are purer than the fixed gate's low end, that end holds
+    texts, labels = _class_words(90)
+    for i in range(60):
+        texts.append("the plot was zorblax")
+        labels.append(1 if i % 5 else 0)
+    ranked = ShortcutDiscovery(texts, labels).rank(snapshot(0, [attribution("p0", ["zorblax", "the"], [0.9, 0.1])]))
+    assert ranked == []
