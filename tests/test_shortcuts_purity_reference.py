@@ -99,6 +99,9 @@ def test_a_class_word_in_its_plain_use_is_no_phrase():
     phrase, = discovery.rank(snapshot(0, [probe, *negatives]), predict)
     assert phrase["word"] == "a moving" and phrase["evidence"]["leaning_words"] == ["moving"]
     assert phrase["score"] == pytest.approx(0.7) and "words_leaning_through_phrase" not in phrase["evidence"]
+    from explain_callbacks.verdict import effect_sentence
+
+    assert "beyond neutral control words and its own 'moving' inserted alone" in effect_sentence(phrase["evidence"])
 
 
 def test_a_candidate_that_reaches_its_threshold_leads_one_that_does_not():
