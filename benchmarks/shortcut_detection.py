@@ -588,7 +588,13 @@ def run_table(runs: list[dict]) -> str:
 
 
 def targets(rows: list[dict]) -> dict[str, Any]:
-    shortcut = [r for r in rows if r["rate"] is not None]
+    """Issue 14's targets: purity-1 planted words alerted in time and the top candidate in 95% of
+    the runs with measurable reliance; below purity 1 (as pure as class words) the top candidate
+    in 50%; 0 warnings in matched clean runs."""
+    shortcut = [r for r in rows if r["rate"] is not None and r["purity"] == 1.0]
+    weaker = [r for r in rows if r["rate"] is not None and r["purity"] != 1.0]
+    weaker_measurable = sum(r["reliance_measurable"] for r in weaker)
+    weaker_top = sum(r["planted_top_at_reliance"] for r in weaker)
     measurable = sum(r["reliance_measurable"] for r in shortcut)
     in_time = sum(r["alerted_no_later_than_reliance"] for r in shortcut)
     top = sum(r["planted_top_at_reliance"] for r in shortcut)
@@ -604,6 +610,9 @@ def targets(rows: list[dict]) -> dict[str, Any]:
         "clean_warning_alerts": clean_warnings,
         "clean_target_met": clean_warnings == 0,
         "clean_without_label_noise_warning_alerts": unmatched,
+        "impure_runs_reliance_measurable": weaker_measurable,
+        "impure_planted_top_candidate_at_reliance": weaker_top,
+        "impure_top_candidate_target_met": bool(weaker_measurable) and weaker_top / weaker_measurable >= 0.5,
     }
 
 
@@ -676,6 +685,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def render_markdown(settings: dict, rows: list[dict], verdict: dict, runs: list[dict]) -> str:
     measurable = verdict["alerted_share_when_measurable"]
+    purity_1 = [
+        f"- Alerted no later than the first check with measurable reliance: "
+        f"{verdict['alerted_no_later_than_reliance']} of {verdict['runs_reliance_measurable']} runs "
+        f"({fmt(measurable, '.0%')}; target 95%): "
+        f"**{'met' if verdict['alert_target_met'] else 'missed'}**.",
+        f"- Planted word the top candidate at that check: {verdict['planted_top_candidate_at_reliance']} of "
+        f"{verdict['runs_reliance_measurable']} runs (target 95%): "
+        f"**{'met' if verdict['top_candidate_target_met'] else 'missed'}**.",
+    ] if any(r["rate"] is not None and r["purity"] == 1.0 for r in rows) else []
+    impure = [
+        f"- Purity below 1 (as pure as class words): planted word the top candidate at the first check "
+        f"with measurable reliance in {verdict['impure_planted_top_candidate_at_reliance']} of "
+        f"{verdict['impure_runs_reliance_measurable']} runs (target 50%): "
+        f"**{'met' if verdict['impure_top_candidate_target_met'] else 'missed'}**.",
+    ] if any(r["rate"] is not None and r["purity"] != 1.0 for r in rows) else []
     return "\n".join([
         "# Shortcut detection",
         "",
@@ -688,13 +712,8 @@ def render_markdown(settings: dict, rows: list[dict], verdict: dict, runs: list[
         "",
         table(rows),
         "",
-        f"- Alerted no later than the first check with measurable reliance: "
-        f"{verdict['alerted_no_later_than_reliance']} of {verdict['runs_reliance_measurable']} runs "
-        f"({fmt(measurable, '.0%')}; target 95%): "
-        f"**{'met' if verdict['alert_target_met'] else 'missed'}**.",
-        f"- Planted word the top candidate at that check: {verdict['planted_top_candidate_at_reliance']} of "
-        f"{verdict['runs_reliance_measurable']} runs (target 95%): "
-        f"**{'met' if verdict['top_candidate_target_met'] else 'missed'}**.",
+        *purity_1,
+        *impure,
         f"- Warning-level alerts in matched clean runs: {verdict['clean_warning_alerts']} (target 0): "
         f"**{'met' if verdict['clean_target_met'] else 'missed'}**; in clean runs without label noise: "
         f"{verdict['clean_without_label_noise_warning_alerts']}.",
