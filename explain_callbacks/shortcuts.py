@@ -46,7 +46,9 @@ training words that no probe contains are tested by insertion alone (``outside_p
 
 Score (0..1) = purity gate x reliance. The gate rises from 0 to 1 as the purity above the
 prior (its Wilson lower end) goes from 0.5 to 0.8: genuine class words appear in the other class
-too (negation, contrast) and stay below it, a planted word does not. Reliance is the strongest
+too (negation, contrast) and stay below it, a planted word does not. Where the data's purest
+well-measured class word stays below 0.5 (label noise), a single word's gate rises from that
+word's level instead, so a word purer than every class word is ranked above them. Reliance is the strongest
 of attribution dominance, wrong-prediction dominance and the flip rates (a shortcut next to strong class words may take
 little attribution share yet flip texts, or the reverse). Flips and dominance alone
 never make a shortcut: inserting "awful" into a review flips it for a good reason. Without
