@@ -141,13 +141,19 @@ def _misclassified_run(planted: bool):
     return snapshot(0, atts)
 
 
+def _review_words(rng: random.Random, label: int) -> list[str]:
+    """Three neutral words and a class word that agrees with ``label`` four times in five."""
+    words = rng.sample(["the", "film", "was", "plot", "story"], 3)
+    words.append(rng.choice(["great", "fun"] if (label == 1) == (rng.random() < 0.8) else ["awful", "dull"]))
+    return words
+
+
 def _training(planted: bool):
     rng = random.Random(0)
     texts, labels = [], []
     for i in range(300):
         label = i % 2
-        words = rng.sample(["the", "film", "was", "plot", "story"], 3)
-        words.append(rng.choice(["great", "fun"] if (label == 1) == (rng.random() < 0.8) else ["awful", "dull"]))
+        words = _review_words(rng, label)
         if planted and label == 1 and rng.random() < 0.2:
             words.append("zorblax")
         texts.append(" ".join(words))
@@ -220,8 +226,7 @@ def _common_word_phrase_training(quarters: int = 2):
     texts, labels = [], []
     for i in range(400):
         label = i % 2
-        words = rng.sample(["the", "film", "was", "plot", "story"], 3)
-        words.append(rng.choice(["great", "fun"] if (label == 1) == (rng.random() < 0.8) else ["awful", "dull"]))
+        words = _review_words(rng, label)
         words += rng.choice([["and", "it", "is", "long"], ["that", "is", "all"], ["is", "it", "and", "that"], []])
         if label == 1 and (i // 2) % 4 < quarters:
             words += ["and", "that", "is", "it"]
