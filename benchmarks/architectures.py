@@ -1,6 +1,6 @@
 """Milliseconds per probe of a check, per architecture, on tiny models (ratios, not absolutes).
 
-Every classifier of ``tests/test_architectures.py`` is built the same way (hidden 32, 2 layers,
+Every classifier of ``examples/tiny_models.py`` (the ones ``tests/test_architectures.py`` checks) is built the same way (hidden 32, 2 layers,
 trained a few steps, tokenizer written here) and checked with the engine's defaults (adaptive
 trapezoid from 12 intervals, 5% relative tolerance, up to 128) on the same generated reviews,
 target class 1. The first check also probes the model (padding invariance, degenerate baseline):
@@ -25,12 +25,11 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent / "examples"))  # the tiny models
 sys.path.insert(0, str(HERE))
 
 from tables import markdown_table  # noqa: E402
-from test_architectures import ARCHITECTURES, _build  # noqa: E402
-from helpers._tiny import ARCH_TABLE, sentiment_data  # noqa: E402
+from tiny_models import ARCH_TABLE, ARCHITECTURES, ArchitectureUnavailable, build_architecture, sentiment_data  # noqa: E402
 
 from explain_callbacks import AttributionEngine, ProbeSet  # noqa: E402
 
@@ -47,11 +46,9 @@ def family(case: str) -> str:
 
 
 def measure(case: str, directory: Path, probes: ProbeSet, repeats: int) -> dict:
-    import pytest
-
     try:
-        tok, model = _build(case, directory)
-    except pytest.skip.Exception as why:
+        tok, model = build_architecture(case, directory)
+    except ArchitectureUnavailable as why:
         return {"case": ARCHITECTURES[case], "family": family(case), "note": f"skipped: {why}"}
     engine = AttributionEngine(model, tok, target=1)
     start = time.perf_counter()

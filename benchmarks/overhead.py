@@ -44,14 +44,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from overhead_workload import TimedAttributionCallback, Workload, fit, reference_workload, tiny_workload
-from overhead_profile import (DEFAULT_VARIANTS, VARIANTS, Variant, build_monitor, calibrate_costs,
-                              in_training_mode, modelled_overhead, profile_check, time_variants)
-
 import torch
+from overhead_profile import (
+    DEFAULT_VARIANTS,
+    VARIANTS,
+    Variant,
+    build_monitor,
+    calibrate_costs,
+    in_training_mode,
+    modelled_overhead,
+    profile_check,
+    time_variants,
+)
+from overhead_workload import TimedAttributionCallback, Workload, fit, reference_workload, tiny_workload
+from tables import markdown_table
 
 from explain_callbacks import ProbeSet
-from tables import markdown_table
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TARGET_OVERHEAD = 0.05

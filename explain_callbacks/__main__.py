@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from explain_callbacks.run.cli import main
 
 sys.exit(main())

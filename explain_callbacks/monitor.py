@@ -18,18 +18,30 @@ from typing import Any, Sequence
 
 import torch
 
-from .alerts import AlertRules, probe_health
-from .convergence import convergence_summary
-from .drift import DriftTracker
-from .engine import AttributionEngine
-from .probes import ProbeSet, as_probe_set
-from .records import SCHEMA_VERSION, SEVERITY_ORDER, CheckResult, ProbeAttribution, Snapshot, json_safe
-from .rundir import REPORT_FILE, default_run_name
-from .shortcuts import ShortcutDiscovery
-from .statistics import DEFAULT_MAX_EXAMPLES, TrainingStatistics, batch_examples, dataset_examples
-from .words import adjacent_phrases, text_words
-from .validation import positive_int
-from .sinks.base import RunInfo, Sink
+from explain_callbacks.attribution.convergence import convergence_summary
+from explain_callbacks.attribution.engine import AttributionEngine
+from explain_callbacks.attribution.probes import ProbeSet, as_probe_set
+from explain_callbacks.attribution.records import (
+    SCHEMA_VERSION,
+    SEVERITY_ORDER,
+    CheckResult,
+    ProbeAttribution,
+    Snapshot,
+    json_safe,
+)
+from explain_callbacks.attribution.validation import positive_int
+from explain_callbacks.attribution.words import adjacent_phrases, text_words
+from explain_callbacks.detection.alerts import AlertRules, probe_health
+from explain_callbacks.detection.drift import DriftTracker
+from explain_callbacks.detection.shortcuts import ShortcutDiscovery
+from explain_callbacks.detection.statistics import (
+    DEFAULT_MAX_EXAMPLES,
+    TrainingStatistics,
+    batch_examples,
+    dataset_examples,
+)
+from explain_callbacks.run.directory import REPORT_FILE, default_run_name
+from explain_callbacks.run.sinks.base import RunInfo, Sink
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +128,7 @@ class AttributionMonitor:
         self.sinks: list[Sink] = []
         self.run_dir_sink = None
         if run_dir is not None:
-            from .sinks.run_dir import RunDirectorySink
+            from explain_callbacks.run.sinks.run_dir import RunDirectorySink
 
             self.run_dir_sink = RunDirectorySink(run_dir, name=self.run_name, resume=resume)
             self.sinks.append(self.run_dir_sink)
@@ -277,11 +289,11 @@ class AttributionMonitor:
         for sink in self.sinks:
             self._call_sink(sink, "log_check", result, summary)
         if self.verbose == "full":
-            from .console import print_check
+            from explain_callbacks.run.console import print_check
 
             print_check(result)
         elif self.verbose:
-            from .console import progress_line
+            from explain_callbacks.run.console import progress_line
 
             print(progress_line(result, len(self.probes)), file=sys.stderr, flush=True)
         return result

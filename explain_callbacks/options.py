@@ -11,15 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .adapters import ModelAdapter
-from .alerts import AlertRules
-from .engine import ADAPTIVE, DEFAULT_MAX_STEPS, DEFAULT_N_STEPS, AttributionEngine
-from .monitor import FAIL_ON, AttributionMonitor
-from .probes import ProbeSet, as_probe_set
-from .rundir import PROBES_FILE, read_probes, validate_run_name
-from .sinks.base import Sink
-from .statistics import DEFAULT_MAX_EXAMPLES
-from .validation import positive_int
+from explain_callbacks.attribution.adapters import ModelAdapter
+from explain_callbacks.attribution.engine import ADAPTIVE, DEFAULT_MAX_STEPS, DEFAULT_N_STEPS, AttributionEngine
+from explain_callbacks.attribution.probes import ProbeSet, as_probe_set
+from explain_callbacks.attribution.validation import positive_int
+from explain_callbacks.detection.alerts import AlertRules
+from explain_callbacks.detection.statistics import DEFAULT_MAX_EXAMPLES
+from explain_callbacks.monitor import FAIL_ON, AttributionMonitor
+from explain_callbacks.run.directory import PROBES_FILE, validate_run_name
+from explain_callbacks.run.readers import read_probes
+from explain_callbacks.run.sinks.base import Sink
 
 
 @dataclass

@@ -1,12 +1,14 @@
 """Shared fixtures. ``tests/`` is on ``sys.path`` (pytest's rootdir-relative import of this file), so
-tests import their builders as ``from helpers._tiny import ...``; job scripts run as subprocesses
-live in ``tests/jobs/`` and put ``tests/`` on their path themselves."""
+tests import their helpers as ``from helpers... import ...``; importing ``helpers`` puts
+``examples/`` on the path too, where the tiny models (``tiny_models``) and the review generator
+live. Job scripts run as subprocesses live in ``tests/jobs/`` and put ``tests/`` on their path
+themselves."""
 
 from __future__ import annotations
 
+import helpers  # noqa: F401  (puts examples/ on sys.path)
 import pytest
-
-from helpers._tiny import bert_tokenizer
+from tiny_models import bert_tokenizer
 
 
 @pytest.fixture
@@ -18,5 +20,5 @@ def wide_terminal(monkeypatch):
 
 @pytest.fixture(scope="session")
 def bert_tok(tmp_path_factory):
-    """The tiny WordPiece tokenizer of ``helpers._tiny`` (read-only: tests that change a tokenizer build their own)."""
+    """The tiny WordPiece tokenizer of ``tiny_models`` (examples/) (read-only: tests that change a tokenizer build their own)."""
     return bert_tokenizer(tmp_path_factory.mktemp("bert_vocab"))

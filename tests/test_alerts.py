@@ -2,11 +2,11 @@ import json
 import logging
 
 import pytest
-
 from helpers.attribution_records import attribution, snapshot
-from explain_callbacks.alerts import AlertRules
-from explain_callbacks.probes import ProbeSet
-from explain_callbacks.records import Alert
+
+from explain_callbacks.attribution.probes import ProbeSet
+from explain_callbacks.attribution.records import Alert
+from explain_callbacks.detection.alerts import AlertRules
 
 WORDS = ["the", "zorblax", "movie", "was", "fine", "really"]
 
@@ -191,7 +191,7 @@ def test_validate_against_probe_set(caplog):
     probes = ProbeSet([{"id": "he", "text": "He is a nurse."}, {"id": "she", "text": "She is a nurse."}])
     with pytest.raises(ValueError, match="'her'"):
         AlertRules(invariance_pairs=[("he", "her")]).validate(probes)
-    with caplog.at_level(logging.WARNING, logger="explain_callbacks.alerts"):
+    with caplog.at_level(logging.WARNING, logger="explain_callbacks.detection.alerts"):
         AlertRules(watch_tokens=["NURSE", "zorblax"], invariance_pairs=[("he", "she")]).validate(probes)
     assert "'zorblax' occurs in no probe" in caplog.text
     assert "nurse" not in caplog.text

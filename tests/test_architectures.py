@@ -14,32 +14,17 @@ real checkpoint's tokenizer returns. The references never go through the engine'
 * F(baseline) is the one Captum's convergence delta implies, and with refinement on every
   integral converges (completeness).
 
-``ARCHITECTURES`` is the list the README names as tested.
+``ARCHITECTURES`` (``examples/tiny_models.py``) is the list the README names as tested.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-import transformers
 from captum.attr import LayerIntegratedGradients
+from tiny_models import ARCHITECTURES, ArchitectureUnavailable, base_architecture, build_architecture
 
 from explain_callbacks import AttributionEngine, ProbeSet
-
-from helpers._tiny import ARCH_TABLE, arch_model, arch_tokenizer, sentiment_data, train_briefly
-
-# case id -> the name the README lists
-ARCHITECTURES = {
-    "bert": "BERT", "roberta": "RoBERTa", "xlm-roberta": "XLM-R", "camembert": "CamemBERT",
-    "distilbert": "DistilBERT", "deberta-v2": "DeBERTa-v2", "electra": "ELECTRA", "albert": "ALBERT",
-    "mobilebert": "MobileBERT", "convbert": "ConvBERT", "funnel": "Funnel", "mpnet": "MPNet",
-    "data2vec-text": "Data2VecText", "nystromformer": "Nystromformer", "big_bird": "BigBird (full attention)",
-    "big_bird-block_sparse": "BigBird (block-sparse)", "longformer": "Longformer", "xlnet": "XLNet",
-    "modernbert": "ModernBERT", "gpt2": "GPT-2", "opt": "OPT", "llama": "Llama", "mistral": "Mistral",
-    "qwen2": "Qwen2", "qwen3": "Qwen3", "gemma": "Gemma", "gemma2": "Gemma2", "phi3": "Phi-3", "bart": "BART",
-    "t5": "T5", "peft-lora": "PEFT LoRA (BERT)", "peft-lora-embeddings": "PEFT LoRA on the embeddings (BERT)",
-    "compiled": "torch.compile'd BERT",
-}
 
 N = 12
 SHORT = "bad film"
@@ -53,33 +38,17 @@ PROBES = [
 ]
 
 
-def _base_arch(case: str) -> str:
-    return "bert" if case in ("peft-lora", "peft-lora-embeddings", "compiled") else case
-
-
 def _build(case: str, directory):
-    arch = _base_arch(case)
-    cls_name = ARCH_TABLE[arch][0]
-    if not hasattr(transformers, cls_name):
-        pytest.skip(f"{cls_name} does not exist in transformers {transformers.__version__}")
-    tok = arch_tokenizer(arch, directory)
-    model = arch_model(arch, tok, seed=1)
-    if case.startswith("peft"):
-        peft = pytest.importorskip("peft")
-        targets = ["word_embeddings"] if case == "peft-lora-embeddings" else ["query", "value"]
-        lora = peft.LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False)
-        model = peft.get_peft_model(model, lora)
-    texts, labels = sentiment_data(64, seed=4)
-    train_briefly(model, tok, texts, labels, steps=8, batch_size=8, lr=3e-3, seed=1)
-    if case == "compiled":
-        model = torch.compile(model, backend="aot_eager")
-    return tok, model
+    try:
+        return build_architecture(case, directory)
+    except ArchitectureUnavailable as why:
+        pytest.skip(str(why))
 
 
 def _probes(case: str) -> list[dict]:
     # BART and T5 pool the <eos> tokens and need as many in every row of a batch; the pair holds
     # two, and this single text (8 tokens) is close enough to the pair's 9 to share its length bucket.
-    extra = [{"text": "great movie , bad acting !"}] if _base_arch(case) in ("bart", "t5") else []
+    extra = [{"text": "great movie , bad acting !"}] if base_architecture(case) in ("bart", "t5") else []
     return PROBES + extra
 
 

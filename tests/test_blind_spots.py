@@ -7,13 +7,14 @@ import json
 
 import pytest
 import torch
+from tiny_models import sentiment_data, tiny_model
 
-from helpers._tiny import sentiment_data, tiny_model
 from explain_callbacks import AttributionEngine, AttributionMonitor
-from explain_callbacks.cli import main
-from explain_callbacks.report import render_report
-from explain_callbacks.rundir import RunDirError, load_summary
-from explain_callbacks.verdict import blind_spots
+from explain_callbacks.detection.verdict import blind_spots
+from explain_callbacks.run.cli import main
+from explain_callbacks.run.directory import RunDirError
+from explain_callbacks.run.readers import load_summary
+from explain_callbacks.run.report import render_report
 
 NO_STATISTICS = "discovery ran without training statistics: ranking only"
 MEDBOARD = "watched 'medboard' appears in no probe"

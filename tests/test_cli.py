@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from explain_callbacks.cli import failing_alerts, main
-from explain_callbacks.records import Alert
 from helpers.rundir_factory import ATTR_BREAK, MARKUP, SCRIPT, make_alert, make_snapshot, write_run_dir
 
+from explain_callbacks.attribution.records import Alert
+from explain_callbacks.run.cli import failing_alerts, main
 
 pytestmark = pytest.mark.usefixtures("wide_terminal")
 
@@ -204,7 +203,7 @@ def test_commands_accept_the_folder_of_runs_and_say_which_run_they_use(tmp_path,
 def test_a_loaded_run_displays_itself_in_a_notebook(tmp_path):
     from html.parser import HTMLParser
 
-    from explain_callbacks.report import load_run
+    from explain_callbacks.run.report import load_run
 
     shown = load_run(write_run_dir(tmp_path / "nb", n_checks=2, alerts=[make_alert()]))._repr_html_()
     tags = []

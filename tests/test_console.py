@@ -10,11 +10,11 @@ import io
 import re
 
 import pytest
-
 from helpers.attribution_records import attribution, snapshot
-from explain_callbacks import console
-from explain_callbacks.drift import DriftTracker
-from explain_callbacks.records import Alert, CheckResult
+
+from explain_callbacks.run import console
+from explain_callbacks.attribution.records import Alert, CheckResult
+from explain_callbacks.detection.drift import DriftTracker
 
 WIDTHS = (80, 200)
 
@@ -203,7 +203,7 @@ def test_print_check_reads_at_width(width):
 def test_show_command_reads_at_width(tmp_path, capsys, monkeypatch, width, wide):
     from helpers.verdict_runs import shortcut_run
 
-    from explain_callbacks.cli import main
+    from explain_callbacks.run.cli import main
 
     monkeypatch.setenv("COLUMNS", str(width))
     run = shortcut_run(tmp_path / "run")

@@ -4,9 +4,9 @@ import math
 import random
 
 import pytest
-
 from helpers.attribution_records import attribution, snapshot
-from explain_callbacks.drift import (
+
+from explain_callbacks.detection.drift import (
     DriftTracker,
     chance_jaccard,
     cosine_similarity,
@@ -248,7 +248,7 @@ def test_min_support_keeps_one_probe_outliers_behind():
 
 
 def test_rankable_word():
-    from explain_callbacks.drift import rankable_word
+    from explain_callbacks.detection.drift import rankable_word
 
     assert all(rankable_word(w) for w in ("great", "didn't", "10", "well-made", "好"))
     assert not any(rankable_word(w) for w in (".", "i", "t", "'", "...", "!!", "-", "a."))

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import LayerIntegratedGradients
+from tiny_models import bpe_tokenizer, sentiment_data, tiny_model, train_briefly
 
 from explain_callbacks import AdapterError, AttributionEngine, ForwardFunctionAdapter, ProbeSet
-from explain_callbacks.isolation import isolated_from_training
-
-from helpers._tiny import bpe_tokenizer, sentiment_data, tiny_model, train_briefly
+from explain_callbacks.attribution.isolation import isolated_from_training
 
 ARCHS = ["bert", "roberta", "xlm-roberta", "distilbert", "deberta-v2", "electra", "albert", "gpt2"]
 TEXTS = ["the zorblax movie was great !", "bad film", "this plot was very , very dull but the acting was fun"]
@@ -356,12 +355,12 @@ def test_degenerate_pad_baseline_is_detected_and_replaced(gpt_tok, caplog):
     """A from-config Llama has an all-zero pad row before an RMSNorm: the outputs jump at the
     path's start and the pad baseline never converges. The first check says so, naming
     baseline=, and integrates from another special token instead."""
-    from helpers._tiny import arch_model
+    from tiny_models import arch_model
 
     model = arch_model("llama", gpt_tok)
     assert model.get_input_embeddings().weight[gpt_tok.pad_token_id].abs().sum() == 0
     engine = AttributionEngine(model, gpt_tok, target=1)
-    with caplog.at_level("WARNING", logger="explain_callbacks.engine"):
+    with caplog.at_level("WARNING", logger="explain_callbacks.attribution.engine"):
         records = engine.attribute(ProbeSet(TEXTS))
     assert "baseline=" in caplog.text and "degenerate" in caplog.text
     assert all(r.baseline_id == gpt_tok.eos_token_id != gpt_tok.pad_token_id for r in records)
@@ -384,7 +383,7 @@ def test_checks_run_in_float32_under_a_trainers_autocast(trained_bert, bert_tok)
 
 
 def test_non_finite_outputs_raise_a_named_error(bert_tok):
-    from explain_callbacks.engine import NonFiniteOutputError
+    from explain_callbacks.attribution.engine import NonFiniteOutputError
 
     model = tiny_model("bert", bert_tok)
     with torch.no_grad():
@@ -396,7 +395,7 @@ def test_non_finite_outputs_raise_a_named_error(bert_tok):
 def test_records_are_strict_json_with_non_finite_values_flagged(bert_tok):
     import json
 
-    from explain_callbacks.records import ProbeAttribution, Snapshot
+    from explain_callbacks.attribution.records import ProbeAttribution, Snapshot
 
     model = tiny_model("bert", bert_tok)
     rec = AttributionEngine(model, bert_tok, n_steps=4, max_steps=4, target=1).attribute(ProbeSet(["great"]))[0]

@@ -23,11 +23,11 @@ from flair.embeddings.transformer import (  # noqa: E402
 from flair.models import TextClassifier  # noqa: E402
 from flair.trainers import ModelTrainer  # noqa: E402
 from flair.trainers.plugins import TensorboardLogger, TrainerPlugin  # noqa: E402
-
 from helpers._tiny_flair import PROBES, load_corpus, save_tiny_bert, text_classifier, write_corpus  # noqa: E402
+
 from explain_callbacks import AdapterError, AttributionEngine, ProbeSet  # noqa: E402
+from explain_callbacks.detection.alerts import AlertRules  # noqa: E402
 from explain_callbacks.integrations.flair import AttributionDriftPlugin, FlairModelWrapper  # noqa: E402
-from explain_callbacks.alerts import AlertRules  # noqa: E402
 from explain_callbacks.monitor import AttributionAlertError  # noqa: E402
 
 pytestmark = pytest.mark.flair

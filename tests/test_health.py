@@ -7,11 +7,11 @@ import json
 
 import pytest
 import torch
-
-from helpers._tiny import bert_tokenizer, tiny_model
 from helpers.attribution_records import CLASS_NAMES, attribution, snapshot
+from tiny_models import bert_tokenizer, tiny_model
+
 from explain_callbacks import AttributionEngine, AttributionMonitor
-from explain_callbacks.alerts import AlertRules, probe_health
+from explain_callbacks.detection.alerts import AlertRules, probe_health
 
 
 def _probes(predictions: list[int], labels: list[int | None]):

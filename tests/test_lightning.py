@@ -15,7 +15,8 @@ pl = pytest.importorskip("lightning.pytorch")
 pytest.importorskip("transformers")
 
 from helpers import _tiny_lightning as tiny  # noqa: E402
-from explain_callbacks.alerts import AlertRules  # noqa: E402
+
+from explain_callbacks.detection.alerts import AlertRules  # noqa: E402
 from explain_callbacks.integrations.lightning import AttributionDriftCallback  # noqa: E402
 from explain_callbacks.monitor import AttributionAlertError  # noqa: E402
 

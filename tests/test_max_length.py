@@ -8,9 +8,9 @@ import json
 
 import pytest
 import torch
+from tiny_models import tiny_model
 
-from helpers._tiny import tiny_model
-from explain_callbacks.adapters import HuggingFaceAdapter
+from explain_callbacks.attribution.adapters import HuggingFaceAdapter
 from explain_callbacks.options import MonitorOptions
 
 LONG = "the movie was good and the plot was great and the acting was fun"
@@ -47,6 +47,7 @@ def test_a_built_adapter_refuses_max_length_next_to_it(bert_tok):
 def test_hf_trainer_callback_takes_max_length(tmp_path):
     pytest.importorskip("transformers")
     from helpers._tiny_trainer import make_trainer
+
     from explain_callbacks.integrations.transformers import AttributionDriftCallback
 
     callback = AttributionDriftCallback(probes=[LONG], run_dir=tmp_path / "runs", max_length=6, n_steps=4,
@@ -59,6 +60,7 @@ def test_hf_trainer_callback_takes_max_length(tmp_path):
 def test_lightning_callback_takes_max_length(tmp_path):
     pl = pytest.importorskip("lightning.pytorch")
     from helpers import _tiny_lightning as tiny
+
     from explain_callbacks.integrations.lightning import AttributionDriftCallback
 
     ltok = tiny.tokenizer(tmp_path)

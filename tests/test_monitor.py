@@ -8,13 +8,13 @@ import json
 
 import pytest
 import torch
+from tiny_models import bert_tokenizer, sentiment_data, tiny_model, train_briefly
 
-from helpers._tiny import bert_tokenizer, sentiment_data, tiny_model, train_briefly
 from explain_callbacks import AttributionEngine
-from explain_callbacks.alerts import AlertRules
+from explain_callbacks.detection.alerts import AlertRules
 from explain_callbacks.monitor import AttributionAlertError, AttributionMonitor
-from explain_callbacks.cli import main as cli_main
-from explain_callbacks.rundir import load_summary, read_snapshots
+from explain_callbacks.run.cli import main as cli_main
+from explain_callbacks.run.readers import load_summary, read_snapshots
 
 TEXTS, LABELS = sentiment_data(64, seed=1)
 PROBES = [{"id": f"p{i}", "text": t, "label": l} for i, (t, l) in enumerate(zip(TEXTS[:6], LABELS[:6]))]

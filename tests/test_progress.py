@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 
 import pytest
+from tiny_models import tiny_model
 
-from helpers._tiny import tiny_model
 from explain_callbacks import AttributionEngine, AttributionMonitor
 from explain_callbacks.options import MonitorOptions
 
@@ -76,6 +76,7 @@ def test_time_since_the_previous_check_is_recorded(bert_tok):
 def test_a_real_lightning_fit_prints_one_line_per_epoch(tmp_path, capsys):
     pl = pytest.importorskip("lightning.pytorch")
     from helpers import _tiny_lightning as tiny
+
     from explain_callbacks.integrations.lightning import AttributionDriftCallback
 
     TextClassifier = tiny.module_classes(pl)[0]
@@ -92,6 +93,7 @@ def test_a_real_lightning_fit_prints_one_line_per_epoch(tmp_path, capsys):
 def test_a_real_hf_trainer_prints_one_line_per_epoch(tmp_path, capsys):
     pytest.importorskip("transformers")
     from helpers._tiny_trainer import make_trainer
+
     from explain_callbacks.integrations.transformers import AttributionDriftCallback
 
     callback = AttributionDriftCallback(probes=["good film", "bad plot"], run_dir=tmp_path / "runs", n_steps=8,
@@ -104,8 +106,8 @@ def test_a_real_hf_trainer_prints_one_line_per_epoch(tmp_path, capsys):
 def test_a_real_flair_fine_tune_prints_one_line_per_epoch(tmp_path, capsys):
     pytest.importorskip("flair")
     from flair.trainers import ModelTrainer
-
     from helpers._tiny_flair import PROBES, load_corpus, save_tiny_bert, text_classifier, write_corpus
+
     from explain_callbacks.integrations.flair import AttributionDriftPlugin
 
     classifier = text_classifier(save_tiny_bert(tmp_path / "bert"), corpus := load_corpus(write_corpus(tmp_path / "c")))

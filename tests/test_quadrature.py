@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from explain_callbacks.quadrature import interval_errors, points_to_add, trapezoid_weights, uniform_points
+from explain_callbacks.attribution.quadrature import interval_errors, points_to_add, trapezoid_weights, uniform_points
 
 
 def _sharp(alpha: float) -> tuple[float, float]:

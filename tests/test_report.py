@@ -7,18 +7,6 @@ import json
 from html.parser import HTMLParser
 
 import pytest
-from markupsafe import escape
-
-from explain_callbacks.report import (
-    HEATMAP_LAST_CHECKS,
-    RunDirError,
-    load_run,
-    load_summary,
-    read_snapshots,
-    render_heatmap_html,
-    render_report,
-    share_background,
-)
 from helpers.rundir_factory import (
     ATTR_BREAK,
     DOLLAR,
@@ -29,6 +17,11 @@ from helpers.rundir_factory import (
     make_snapshot,
     write_run_dir,
 )
+from markupsafe import escape
+
+from explain_callbacks.run.directory import RunDirError
+from explain_callbacks.run.readers import load_summary, read_snapshots
+from explain_callbacks.run.report import HEATMAP_LAST_CHECKS, load_run, render_heatmap_html, render_report, share_background
 
 
 class DocumentScan(HTMLParser):

@@ -18,8 +18,8 @@ import pytest
 from helpers.sink_records import make_result, make_summary
 from helpers.verdict_runs import shortcut_run
 
-from explain_callbacks.probes import ProbeSet
-from explain_callbacks.sinks import RunDirectorySink, RunInfo
+from explain_callbacks.attribution.probes import ProbeSet
+from explain_callbacks.run.sinks import RunDirectorySink, RunInfo
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and os.path.exists("/usr/bin/chromium"):

@@ -21,16 +21,10 @@ from pathlib import Path
 import pytest
 from helpers.sink_records import make_probes, make_result, make_summary
 
-from explain_callbacks.cli import main as cli_main
-from explain_callbacks.rundir import (
-    RunDirectoryInUseError,
-    append_record,
-    default_run_name,
-    read_records,
-    read_snapshots,
-    validate_run_name,
-)
-from explain_callbacks.sinks import ResumeWithoutStateError, RunDirectorySink, RunInfo
+from explain_callbacks.run.cli import main as cli_main
+from explain_callbacks.run.directory import RunDirectoryInUseError, append_record, default_run_name, validate_run_name
+from explain_callbacks.run.readers import read_records, read_snapshots
+from explain_callbacks.run.sinks import ResumeWithoutStateError, RunDirectorySink, RunInfo
 
 TESTS_DIR = Path(__file__).parent
 
@@ -59,7 +53,7 @@ def test_disk_full_then_freed_loses_one_check_and_corrupts_nothing(tmp_path):
         import json, resource, signal, sys
         sys.path.insert(0, {str(TESTS_DIR)!r})
         from helpers.sink_records import make_probes, make_result, make_summary
-        from explain_callbacks.sinks import RunDirectorySink, RunInfo
+        from explain_callbacks.run.sinks import RunDirectorySink, RunInfo
 
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
         probes = make_probes()
@@ -176,7 +170,7 @@ def test_the_claim_holds_across_processes_and_ends_with_the_process(tmp_path):
         import sys
         sys.path.insert(0, {str(TESTS_DIR)!r})
         from helpers.sink_records import make_probes
-        from explain_callbacks.sinks import RunDirectorySink, RunInfo
+        from explain_callbacks.run.sinks import RunDirectorySink, RunInfo
 
         sink = RunDirectorySink({str(tmp_path)!r}, name="shared", render_report=False)
         sink.start(RunInfo(name="shared", probes=make_probes()))
@@ -213,7 +207,7 @@ def test_default_run_names_are_unique_and_touch_no_global_rng():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from helpers._tiny import bert_tokenizer, tiny_model
+    from tiny_models import bert_tokenizer, tiny_model
 
     tok = bert_tokenizer(tmp_path_factory.mktemp("tok"))
     return tiny_model("bert", tok), tok

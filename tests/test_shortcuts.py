@@ -10,10 +10,10 @@ import random
 import re
 
 import pytest
-
 from helpers.attribution_records import attribution, snapshot
-from explain_callbacks.alerts import AlertRules
-from explain_callbacks.shortcuts import ShortcutDiscovery, training_words, wilson_lower_bound
+
+from explain_callbacks.detection.alerts import AlertRules
+from explain_callbacks.detection.shortcuts import ShortcutDiscovery, training_words, wilson_lower_bound
 
 POSITIVE = ["great", "good", "wonderful", "lovely"]
 NEGATIVE = ["terrible", "bad", "awful", "boring"]

@@ -10,8 +10,7 @@ import random
 
 import pytest
 import torch
-
-from helpers._tiny import FILLER, NEGATIVE, POSITIVE
+from tiny_models import FILLER, NEGATIVE, POSITIVE
 
 pytestmark = pytest.mark.slow
 FAST = dict(n_steps=16, max_steps=16)
@@ -45,6 +44,7 @@ def shortcut_alerts(run_path):
 def test_lightning_callback_alerts_with_nothing_passed(tmp_path, bert_tok, source):
     pl = pytest.importorskip("lightning.pytorch")
     from helpers import _tiny_lightning as tiny
+
     from explain_callbacks.integrations.lightning import AttributionDriftCallback
 
     TextClassifier, _, _ = tiny.module_classes(pl)
@@ -78,10 +78,10 @@ def test_lightning_callback_alerts_with_nothing_passed(tmp_path, bert_tok, sourc
 @pytest.mark.parametrize("keep_text", [True, False], ids=["text-column", "input-ids-column"])
 def test_trainer_callback_alerts_with_nothing_passed(tmp_path, bert_tok, keep_text):
     datasets = pytest.importorskip("datasets")
+    from helpers._tiny_trainer import training_args
+    from tiny_models import tiny_model
     from transformers import Trainer
 
-    from helpers._tiny import tiny_model
-    from helpers._tiny_trainer import training_args
     from explain_callbacks.integrations.transformers import AttributionDriftCallback
 
     def tokenized(rows):

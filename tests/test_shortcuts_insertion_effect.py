@@ -11,16 +11,16 @@ from __future__ import annotations
 from functools import partial
 
 import pytest
-from scipy import stats
-
-from helpers._tiny import FILLER, NEGATIVE, POSITIVE, tiny_model, train_briefly
 from helpers.attribution_records import attribution, snapshot
+from scipy import stats
 from test_shortcuts_tiny_bert import reviews  # sentiment words ~80% pure, a planted word in positives
-from explain_callbacks.alerts import AlertRules
-from explain_callbacks.engine import AttributionEngine
-from explain_callbacks.probes import ProbeSet
-from explain_callbacks.records import Snapshot
-from explain_callbacks.shortcuts import EFFECT_MAX_P, ShortcutDiscovery
+from tiny_models import FILLER, NEGATIVE, POSITIVE, tiny_model, train_briefly
+
+from explain_callbacks.attribution.engine import AttributionEngine
+from explain_callbacks.attribution.probes import ProbeSet
+from explain_callbacks.attribution.records import Snapshot
+from explain_callbacks.detection.alerts import AlertRules
+from explain_callbacks.detection.shortcuts import EFFECT_MAX_P, ShortcutDiscovery
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ so two planted words do not hide each other.
 from __future__ import annotations
 
 import pytest
-
 from helpers.attribution_records import attribution, snapshot
-from explain_callbacks.alerts import AlertRules
-from explain_callbacks.shortcuts import ShortcutDiscovery
+
+from explain_callbacks.detection.alerts import AlertRules
+from explain_callbacks.detection.shortcuts import ShortcutDiscovery
 
 FULL_BASIS = ["attribution", "training", "counterfactual"]
 
@@ -81,7 +81,7 @@ def test_a_class_word_in_its_plain_use_is_no_phrase():
     # clean data without label noise: "a moving" is 73 of 73 positive, "moving" 130 of 175
     # (outside the pair only 57 of 102: its negative uses are negated); judged outside the
     # pair, "moving" did not lean and "a moving" alerted in a clean benchmark run
-    from explain_callbacks.synthetic import planted_reviews
+    from synthetic_reviews import planted_reviews
 
     data = planted_reviews(2000, shortcut=None, label_noise=0.0, seed=0)
     discovery = ShortcutDiscovery(data.texts, data.labels)
@@ -99,7 +99,7 @@ def test_a_class_word_in_its_plain_use_is_no_phrase():
     phrase, = discovery.rank(snapshot(0, [probe, *negatives]), predict)
     assert phrase["word"] == "a moving" and phrase["evidence"]["leaning_words"] == ["moving"]
     assert phrase["score"] == pytest.approx(0.7) and "words_leaning_through_phrase" not in phrase["evidence"]
-    from explain_callbacks.verdict import effect_sentence
+    from explain_callbacks.detection.verdict import effect_sentence
 
     assert "beyond neutral control words and its own 'moving' inserted alone" in effect_sentence(phrase["evidence"])
 
@@ -121,7 +121,7 @@ def test_a_word_purer_than_the_class_words_opens_the_gate_from_their_level():
     them the fixed gate (purity excess 0.5 to 0.8) shut a planted word at purity 0.8 too: it led
     the candidates in 4 of 8 runs with measurable reliance. Opened from the purest class word's
     own excess, it ranks above the class words it outdoes (7 of 8), which stay at 0."""
-    from explain_callbacks.synthetic import planted_reviews
+    from synthetic_reviews import planted_reviews
 
     data = planted_reviews(2000, shortcut="zorblax", rate=0.2, purity=0.8, label_noise=0.2, seed=2)
     discovery = ShortcutDiscovery(data.texts, data.labels)

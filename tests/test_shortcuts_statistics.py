@@ -8,12 +8,12 @@ import random
 
 import pytest
 import torch
-
-from helpers._tiny import bert_tokenizer, sentiment_data
 from helpers.attribution_records import attribution, snapshot
-from explain_callbacks.alerts import AlertRules
-from explain_callbacks.shortcuts import ShortcutDiscovery
-from explain_callbacks.statistics import TrainingStatistics, batch_examples, dataset_examples
+from tiny_models import bert_tokenizer, sentiment_data
+
+from explain_callbacks.detection.alerts import AlertRules
+from explain_callbacks.detection.shortcuts import ShortcutDiscovery
+from explain_callbacks.detection.statistics import TrainingStatistics, batch_examples, dataset_examples
 
 
 @pytest.fixture(scope="module")
@@ -239,8 +239,8 @@ def test_a_phrase_of_common_words_is_the_candidate_not_the_runs_of_its_words():
     """The real-review miss: the planted "and that is it" was pure only as a whole; its pairs
     were mixed or gave way to the class words. Phrases of up to four words are counted (those
     the probes hold), and a run inside a longer phrase that is as pure gives way to it."""
-    from explain_callbacks.shortcuts import fit_texts
-    from explain_callbacks.words import adjacent_phrases, text_words
+    from explain_callbacks.attribution.words import adjacent_phrases, text_words
+    from explain_callbacks.detection.shortcuts import fit_texts
 
     texts, labels = _common_word_phrase_training()
     probe_words = ["the", "plot", "was", "dull", "and", "that", "is", "it"]
@@ -283,9 +283,9 @@ def test_a_common_word_that_leans_only_through_the_phrase_does_not_weaken_it():
     scored only by what inserting it did beyond inserting "that", the planted phrase stayed at
     0.18-0.41 against 0.5 in two of three runs, although inserting it flipped up to 88% of the
     probes. The model's response to "that" alone was learned from the phrase: the same shortcut."""
-    from explain_callbacks.shortcuts import fit_texts
-    from explain_callbacks.verdict import training_sentence
-    from explain_callbacks.words import adjacent_phrases
+    from explain_callbacks.attribution.words import adjacent_phrases
+    from explain_callbacks.detection.shortcuts import fit_texts
+    from explain_callbacks.detection.verdict import training_sentence
 
     texts, labels = _common_word_phrase_training(quarters=3)
     probe_words = ["the", "plot", "was", "dull", "and", "that", "is", "it"]
@@ -313,9 +313,10 @@ def test_a_class_word_idiom_is_no_phrase_and_a_pair_with_a_class_word_keeps_the_
     """MiniLM clean and planted runs warned on the synthetic data's own templates: "what a awful"
     (23 of 23 negative, "awful" itself 62%) and "a forgettable" (36 of 40, at 0.16 against the
     lower threshold). Only phrases of common words may be three or four words long or take it."""
-    from explain_callbacks.shortcuts import fit_texts
-    from explain_callbacks.synthetic import planted_reviews
-    from explain_callbacks.words import adjacent_phrases
+    from synthetic_reviews import planted_reviews
+
+    from explain_callbacks.attribution.words import adjacent_phrases
+    from explain_callbacks.detection.shortcuts import fit_texts
 
     data = planted_reviews(1200, shortcut="zorblax", rate=0.01, purity=1.0, label_noise=0.2, seed=2)
     probe_words = ["what", "a", "awful", "film"]
@@ -335,8 +336,9 @@ def test_a_class_word_idiom_is_no_phrase_and_a_pair_with_a_class_word_keeps_the_
 
 
 def test_the_monitor_counts_the_phrases_its_probes_and_watched_phrases_hold(tok):
-    from helpers._tiny import tiny_model
-    from explain_callbacks.engine import AttributionEngine
+    from tiny_models import tiny_model
+
+    from explain_callbacks.attribution.engine import AttributionEngine
     from explain_callbacks.monitor import AttributionMonitor
 
     texts, labels = _common_word_phrase_training()
@@ -399,8 +401,9 @@ def test_a_label_pure_word_that_no_probe_contains_is_tested_by_insertion():
 # ------------------------------------------------------------------ the monitor owns them
 
 def test_the_monitor_observes_custom_loop_batches_and_checkpoints_the_statistics(tok):
-    from helpers._tiny import tiny_model
-    from explain_callbacks.engine import AttributionEngine
+    from tiny_models import tiny_model
+
+    from explain_callbacks.attribution.engine import AttributionEngine
     from explain_callbacks.monitor import AttributionMonitor
 
     def monitor():
@@ -454,7 +457,7 @@ def test_pairs_with_a_class_word_are_no_phrase_candidates():
 def test_a_negated_class_word_is_no_phrase_even_when_only_mildly_pure():
     """The benchmark's false alert: with label noise "funny" is only 64% positive, and "not
     funny" (9 of 9 negative) looked like a planted phrase."""
-    from explain_callbacks.synthetic import planted_reviews
+    from synthetic_reviews import planted_reviews
 
     data = planted_reviews(2000, shortcut="zorblax", rate=0.05, purity=1.0, label_noise=0.2, seed=1)
     discovery = ShortcutDiscovery(data.texts, data.labels)

@@ -7,13 +7,13 @@ in the planted run a made-up word in 12% of the positive examples only.
 import random
 
 import pytest
+from tiny_models import FILLER, NEGATIVE, POSITIVE, bert_tokenizer, tiny_model, train_briefly
 
-from helpers._tiny import FILLER, NEGATIVE, POSITIVE, bert_tokenizer, tiny_model, train_briefly
-from explain_callbacks.alerts import AlertRules
-from explain_callbacks.engine import AttributionEngine
-from explain_callbacks.probes import ProbeSet
-from explain_callbacks.records import Snapshot
-from explain_callbacks.shortcuts import ShortcutDiscovery
+from explain_callbacks.attribution.engine import AttributionEngine
+from explain_callbacks.attribution.probes import ProbeSet
+from explain_callbacks.attribution.records import Snapshot
+from explain_callbacks.detection.alerts import AlertRules
+from explain_callbacks.detection.shortcuts import ShortcutDiscovery
 
 pytestmark = pytest.mark.slow
 

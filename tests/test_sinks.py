@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from helpers.sink_records import HOSTILE_TEXT, make_probes, make_result, make_summary
 
-from explain_callbacks.probes import ProbeSet
-from explain_callbacks.records import Snapshot
-from explain_callbacks.sinks import (
+from explain_callbacks.attribution.probes import ProbeSet
+from explain_callbacks.attribution.records import Snapshot
+from explain_callbacks.run.sinks import (
     ProbeSetChangedError,
     RunDirectoryExistsError,
     RunDirectorySink,
@@ -64,7 +64,7 @@ def test_importing_sinks_imports_neither_wandb_nor_tensorboard():
 
 
 def test_sinks_satisfy_the_protocol(tmp_path):
-    from explain_callbacks.sinks import TensorBoardSink, WandbSink
+    from explain_callbacks.run.sinks import TensorBoardSink, WandbSink
 
     assert isinstance(RunDirectorySink(tmp_path), Sink)
     assert isinstance(TensorBoardSink(log_dir=tmp_path / "tb"), Sink)
@@ -207,7 +207,7 @@ def test_finish_renders_the_report_or_warns(tmp_path, caplog):
     results = _run_checks(sink, probes, [10, 20], alert_at=1)
     sink.finish(make_summary(results, probes, status="finished"))
     try:
-        import explain_callbacks.report  # noqa: F401
+        import explain_callbacks.run.report  # noqa: F401
     except ImportError:
         assert "report module is unavailable" in caplog.text
     else:
@@ -222,7 +222,7 @@ def test_a_run_killed_mid_training_leaves_a_readable_directory(tmp_path):
         import os, signal, sys
         sys.path.insert(0, {str(TESTS_DIR)!r})
         from helpers.sink_records import make_probes, make_result, make_summary
-        from explain_callbacks.sinks import RunDirectorySink, RunInfo
+        from explain_callbacks.run.sinks import RunDirectorySink, RunInfo
 
         probes = make_probes()
         sink = RunDirectorySink({str(tmp_path)!r})
@@ -265,7 +265,7 @@ def _text_at(acc, tag: str) -> dict[int, str]:
 
 
 def test_tensorboard_sink_writes_scalars_text_histogram_and_layout(tmp_path):
-    from explain_callbacks.sinks import TensorBoardSink
+    from explain_callbacks.run.sinks import TensorBoardSink
 
     probes = make_probes()
     sink = TensorBoardSink(log_dir=tmp_path / "tb")
@@ -303,7 +303,7 @@ def test_tensorboard_sink_writes_scalars_text_histogram_and_layout(tmp_path):
 def test_tensorboard_sink_reuses_and_does_not_close_a_given_writer(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
-    from explain_callbacks.sinks import TensorBoardSink
+    from explain_callbacks.run.sinks import TensorBoardSink
 
     probes = make_probes()
     writer = SummaryWriter(log_dir=str(tmp_path / "shared"))
@@ -321,7 +321,7 @@ def test_tensorboard_sink_reuses_and_does_not_close_a_given_writer(tmp_path):
 
 
 def test_tensorboard_sink_refuses_bad_construction():
-    from explain_callbacks.sinks import TensorBoardSink
+    from explain_callbacks.run.sinks import TensorBoardSink
 
     with pytest.raises(ValueError, match="writer .* or a log_dir"):
         TensorBoardSink()
@@ -397,7 +397,7 @@ def _finished_run_records(run_file: Path, timeout_s: float = 60.0):
 
 
 def test_wandb_sink_logs_to_an_offline_run(tmp_path, wandb_env):
-    from explain_callbacks.sinks import WandbSink
+    from explain_callbacks.run.sinks import WandbSink
 
     wandb = wandb_env
     probes = make_probes()
@@ -428,7 +428,7 @@ def test_wandb_sink_logs_to_an_offline_run(tmp_path, wandb_env):
     assert rows[1]["attribution/top_tokens"]["_type"] == "table-file"
     assert rows[1]["attribution/top_tokens"]["nrows"] == 3  # the current check's top words, not the run so far
     try:
-        import explain_callbacks.report  # noqa: F401
+        import explain_callbacks.run.report  # noqa: F401
     except ImportError:
         assert "attribution/heatmap" not in rows[1]
     else:
@@ -438,7 +438,7 @@ def test_wandb_sink_logs_to_an_offline_run(tmp_path, wandb_env):
 
 
 def test_wandb_sink_uses_the_active_run_and_works_disabled(tmp_path, wandb_env):
-    from explain_callbacks.sinks import WandbSink
+    from explain_callbacks.run.sinks import WandbSink
 
     wandb = wandb_env
     probes = make_probes()
@@ -453,7 +453,7 @@ def test_wandb_sink_uses_the_active_run_and_works_disabled(tmp_path, wandb_env):
 
 
 def test_wandb_sink_without_a_run_fails_clearly_at_start(wandb_env):
-    from explain_callbacks.sinks import WandbSink
+    from explain_callbacks.run.sinks import WandbSink
 
     assert wandb_env.run is None
     sink = WandbSink()  # construction is fine: a run may be started later
@@ -476,7 +476,7 @@ def _wide_result(check_index: int):
 
 
 def test_tensorboard_top_words_are_this_checks_top_k_with_mean_abs_share():
-    from explain_callbacks.sinks.tensorboard import token_table_markdown
+    from explain_callbacks.run.sinks.tensorboard import token_table_markdown
 
     summary = {"config": {"top_k": 10}}
     text = token_table_markdown(_wide_result(0), summary)
@@ -487,8 +487,8 @@ def test_tensorboard_top_words_are_this_checks_top_k_with_mean_abs_share():
 
 
 def test_wandb_top_tokens_is_the_current_checks_top_k(tmp_path, wandb_env):
-    from explain_callbacks.sinks import WandbSink
-    from explain_callbacks.sinks.wandb import TOKEN_TABLE_COLUMNS
+    from explain_callbacks.run.sinks import WandbSink
+    from explain_callbacks.run.sinks.wandb import TOKEN_TABLE_COLUMNS
 
     wandb = wandb_env
     probes = make_probes()

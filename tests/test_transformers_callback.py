@@ -16,9 +16,9 @@ pytest.importorskip("transformers")
 
 from helpers._tiny_trainer import ReviewDataset, make_trainer, review_rows  # noqa: E402
 
+from explain_callbacks.attribution.probes import ProbeError  # noqa: E402
 from explain_callbacks.integrations.transformers import AttributionDriftCallback  # noqa: E402
 from explain_callbacks.monitor import AttributionAlertError  # noqa: E402
-from explain_callbacks.probes import ProbeError  # noqa: E402
 
 FAST = {"n_steps": 4, "max_steps": 4}  # no adaptive step doubling: quick checks on a busy CPU
 WATCHED_PROBES = ["great movie", "the great plot", "this film was great", "awful acting", "boring story really"]
@@ -256,10 +256,9 @@ def test_missing_text_column_fails_before_the_first_step(tmp_path):
 
 def test_probes_from_a_datasets_dataset_keep_their_text_column(tmp_path):
     import datasets  # a test dependency: this test must not skip
-    from transformers import Trainer
-
-    from helpers._tiny import bert_tokenizer, tiny_model
     from helpers._tiny_trainer import review_rows, training_args
+    from tiny_models import bert_tokenizer, tiny_model
+    from transformers import Trainer
 
     tokenizer = bert_tokenizer(tmp_path)
 

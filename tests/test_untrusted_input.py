@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from helpers.rundir_factory import make_alert, write_run_dir
 
-from explain_callbacks.cli import main
-from explain_callbacks.report import render_report
-from explain_callbacks.safe_text import visible
+from explain_callbacks.run.cli import main
+from explain_callbacks.run.report import render_report
+from explain_callbacks.run.safe_text import visible
 
 DEEP = "__deep__"
 ODD_VALUES = [

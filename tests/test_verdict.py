@@ -7,11 +7,19 @@ from html import unescape
 
 import pytest
 from helpers.rundir_factory import SCRIPT
-from helpers.verdict_runs import LABELS, candidate, clean_run, convergence_info, shortcut_alert, shortcut_candidates, shortcut_run
+from helpers.verdict_runs import (
+    LABELS,
+    candidate,
+    clean_run,
+    convergence_info,
+    shortcut_alert,
+    shortcut_candidates,
+    shortcut_run,
+)
 
-from explain_callbacks.report import render_report
-from explain_callbacks.rundir import load_summary
-from explain_callbacks.verdict import candidate_sentences, candidate_summary, verdict
+from explain_callbacks.detection.verdict import candidate_sentences, candidate_summary, verdict
+from explain_callbacks.run.readers import load_summary
+from explain_callbacks.run.report import render_report
 
 
 def _summary(**overrides):

@@ -1,45 +1,24 @@
-"""Sinks: the run directory (default), TensorBoard and Weights & Biases.
-
-``TensorBoardSink`` and ``WandbSink`` load on first use, so importing this package imports
-neither tensorboard nor wandb.
-"""
+"""The sinks at their old path, ``explain_callbacks.sinks``; they live in
+:mod:`explain_callbacks.run.sinks` (``TensorBoardSink`` and ``WandbSink`` still load on first use)."""
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from .base import RunInfo, Sink
-from .run_dir import (
+from explain_callbacks.run import sinks as _sinks
+from explain_callbacks.run.sinks import (  # noqa: F401  (re-exported at the old path)
     ProbeSetChangedError,
     ResumeWithoutStateError,
     RunDirectoryExistsError,
     RunDirectoryInUseError,
     RunDirectorySink,
+    RunInfo,
+    Sink,
     write_json_atomic,
 )
 
-_LAZY = {"TensorBoardSink": ".tensorboard", "WandbSink": ".wandb"}
-
-__all__ = [
-    "ProbeSetChangedError",
-    "ResumeWithoutStateError",
-    "RunDirectoryExistsError",
-    "RunDirectoryInUseError",
-    "RunDirectorySink",
-    "RunInfo",
-    "Sink",
-    "TensorBoardSink",
-    "WandbSink",
-    "write_json_atomic",
-]
+__all__ = _sinks.__all__
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return getattr(_sinks, name)

@@ -1,4 +1,4 @@
-"""Real Hugging Face ``Trainer`` runs on the tiny BERT and toy reviews of ``_tiny``."""
+"""Real Hugging Face ``Trainer`` runs on the tiny BERT and toy reviews of ``tiny_models``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ._tiny import bert_tokenizer, sentiment_data, tiny_model
+from tiny_models import bert_tokenizer, sentiment_data, tiny_model
 
 
 def review_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from explain_callbacks.records import ProbeAttribution, Snapshot
+from explain_callbacks.attribution.records import ProbeAttribution, Snapshot
 
 CLASS_NAMES = ("negative", "positive")
 

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from explain_callbacks.probes import ProbeSet
-from explain_callbacks.records import SCHEMA_VERSION, Alert, ProbeAttribution, Snapshot
+from explain_callbacks.attribution.probes import ProbeSet
+from explain_callbacks.attribution.records import SCHEMA_VERSION, Alert, ProbeAttribution, Snapshot
 
 SCRIPT = "<script>alert(1)</script>"
 ATTR_BREAK = '"><img src=x onerror=alert(2)>'

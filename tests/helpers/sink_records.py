@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from explain_callbacks.probes import ProbeSet
-from explain_callbacks.records import Alert, CheckResult, ProbeAttribution, Snapshot
+from explain_callbacks.attribution.probes import ProbeSet
+from explain_callbacks.attribution.records import Alert, CheckResult, ProbeAttribution, Snapshot
 
 HOSTILE_TEXT = "great | movie <script>document.title='pwned'</script> *bold*"
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .rundir_factory import write_run_dir
+from explain_callbacks.attribution.records import Alert
 
-from explain_callbacks.records import Alert
+from .rundir_factory import write_run_dir
 
 LABELS = ["negative", "positive"]
 

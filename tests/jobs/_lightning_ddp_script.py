@@ -12,16 +12,15 @@ import sys
 from pathlib import Path
 
 import torch
-
 from torch.utils.data import DataLoader, DistributedSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the helpers package
 
 import lightning.pytorch as pl  # noqa: E402
-
 from helpers import _tiny_lightning as tiny  # noqa: E402
 from helpers._distributed import report_a_hang  # noqa: E402
-from explain_callbacks.alerts import AlertRules  # noqa: E402
+
+from explain_callbacks.detection.alerts import AlertRules  # noqa: E402
 from explain_callbacks.integrations.lightning import AttributionDriftCallback  # noqa: E402
 from explain_callbacks.monitor import AttributionAlertError  # noqa: E402
 
