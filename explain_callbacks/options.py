@@ -29,6 +29,7 @@ from explain_callbacks.run.readers import read_probes
 from explain_callbacks.run.sinks.base import Sink
 
 VERBOSE = (True, False, "full")
+DEFAULT_MAX_OVERHEAD = 0.05  # the budget of the default schedule: a check's share of training wall time
 
 
 @dataclass
@@ -69,6 +70,11 @@ class MonitorOptions:
     """The options shared by the Lightning, Hugging Face and Flair integrations and the bare
     ``AttributionMonitor``.
 
+    The schedule: ``every_n_epochs`` / ``every_n_steps`` give exactly that schedule; given
+    neither, a check is due every epoch but runs only while the checks' share of training wall
+    time stays within ``max_overhead`` (default 5%), and a last check runs when training ends.
+    ``max_overhead`` next to an explicit schedule applies the budget to it.
+
     ``n_steps`` / ``max_steps`` are the Integrated Gradients integration steps of one check
     (first pass / refinement cap), not training steps: the names are kept because they are
     ``AttributionEngine``'s public arguments (DESIGN.md) and Captum's ``n_steps``; the training
@@ -77,8 +83,9 @@ class MonitorOptions:
 
     probes: Any = None
     probe_sample_size: int = 32
-    every_n_epochs: int | None = 1
+    every_n_epochs: int | None = None  # neither given: every epoch, within the default max_overhead
     every_n_steps: int | None = None
+    max_overhead: float | None = None
     n_steps: int = DEFAULT_N_STEPS
     max_steps: int = DEFAULT_MAX_STEPS
     method: str = ADAPTIVE
@@ -103,7 +110,16 @@ class MonitorOptions:
     schedule: Schedule = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.every_n_epochs is None and self.every_n_steps is None:
+            self.every_n_epochs = 1
+            if self.max_overhead is None:
+                self.max_overhead = DEFAULT_MAX_OVERHEAD
         self.schedule = Schedule(self.every_n_epochs, self.every_n_steps)
+        if self.max_overhead is not None and (isinstance(self.max_overhead, bool) or not isinstance(
+                self.max_overhead, (int, float)) or not 0 < self.max_overhead < 1):
+            raise ValueError(
+                f"max_overhead must be a fraction of training wall time in (0, 1), e.g. 0.05, got {self.max_overhead!r}."
+            )
         if self.fail_on not in FAIL_ON:
             raise ValueError(f"fail_on must be one of {FAIL_ON}, got {self.fail_on!r}.")
         if self.verbose not in VERBOSE:

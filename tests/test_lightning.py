@@ -21,7 +21,7 @@ from explain_callbacks.integrations.lightning import AttributionDriftCallback  #
 from explain_callbacks.monitor import AttributionAlertError  # noqa: E402
 
 TextClassifier, NoValidation, BagOfEmbeddings = tiny.module_classes(pl)
-FAST = dict(n_steps=8, max_steps=8)
+FAST = dict(n_steps=8, max_steps=8, every_n_epochs=1)  # exactly every epoch: no overhead budget
 PROBES = ["the movie was great", "this film was awful", "really boring plot", "quite fun acting"]
 
 
@@ -182,6 +182,20 @@ def test_no_validation_loop_checks_at_train_epoch_end(tmp_path, tok):
     callback = AttributionDriftCallback(tok, PROBES, run_dir=tmp_path / "runs", run_name="noval", **FAST)
     fit(tiny.trainer(pl, tmp_path, callbacks=[callback]), NoValidation(len(tok)), tok, val=0)
     assert [(c["step"], c["epoch"]) for c in read_summary(tmp_path / "runs" / "noval")["checks"]] == [(2, 0), (4, 1)]
+
+
+def test_the_default_schedule_keeps_its_budget_and_checks_at_the_end(tmp_path, tok):
+    """At its defaults a check is due every epoch within max_overhead=0.05; on a tiny model a check
+    costs more than the budget, so epochs are passed over, and the end of training still checks."""
+    callback = AttributionDriftCallback(tok, PROBES, run_dir=tmp_path / "runs", run_name="budget", n_steps=8, max_steps=8)
+    fit(tiny.trainer(pl, tmp_path, callbacks=[callback], max_epochs=4), NoValidation(len(tok)), tok, val=0)
+    summary = read_summary(tmp_path / "runs" / "budget")
+    steps = [c["step"] for c in summary["checks"]]
+    assert steps[0] == 2 and steps[-1] == 8 and len(steps) >= 2  # one during training, one at its end
+    assert summary["config"]["max_overhead"] == 0.05
+    skipped = summary["overhead"]["skipped"]
+    assert skipped >= 1 and len(steps) + skipped in (4, 5)  # 4 epoch boundaries, plus the final check
+    assert all(c["timings"]["overhead_share"] > 0 for c in summary["checks"])
 
 
 def test_a_second_fit_with_the_same_callback_continues_the_history(tmp_path, tok):

@@ -116,7 +116,7 @@ def test_the_schedule_position_survives_a_checkpoint(tmp_path, bert_tok):
     monitor.start_schedule()
     assert [e for e in range(1, 7) if monitor.due(epochs=e)] == [2, 4, 6]
     state = monitor.state_dict()
-    assert state["schedule"] == {"last_boundary": 3}
+    assert state["schedule"]["last_boundary"] == 3
     resumed = _monitor(tmp_path, bert_tok, every_n_epochs=2)
     resumed.load_state_dict(state)
     resumed.start_schedule(epochs=6)
@@ -127,3 +127,40 @@ def test_a_run_resumed_without_state_does_not_check_at_once(tmp_path, bert_tok):
     monitor = _monitor(tmp_path, bert_tok, every_n_steps=50)
     monitor.start_schedule(step=105)
     assert not monitor.due(step=106) and monitor.due(step=150)
+
+
+def test_the_default_schedule_keeps_a_budget_and_an_explicit_one_is_exact():
+    assert MonitorOptions().max_overhead == 0.05 and MonitorOptions().schedule.every_n_epochs == 1
+    assert MonitorOptions(every_n_epochs=1).max_overhead is None
+    assert MonitorOptions(every_n_steps=10, max_overhead=0.1).max_overhead == 0.1
+    for bad in (0, 1, 1.5, True, "5%"):
+        with pytest.raises(ValueError, match="max_overhead must be a fraction"):
+            MonitorOptions(max_overhead=bad)
+
+
+def test_over_budget_boundaries_are_passed_over_and_the_end_always_checks(tmp_path, bert_tok):
+    import time
+
+    monitor = _monitor(tmp_path, bert_tok, every_n_epochs=1, max_overhead=0.5)
+    monitor.start_schedule()
+    monitor.setup()
+    assert monitor.due(epochs=1)  # nothing measured yet: the first check runs and measures
+    first = monitor.check(step=10, epoch=0)
+    assert first.snapshot.timings["overhead_share"] > 0.5  # a check right after set-up is nearly all the time
+    assert not monitor.due(epochs=2)  # another now would keep the share above the budget
+    assert "next check about epoch" in first.schedule_note and "of 50%" in first.schedule_note
+    time.sleep(3 * first.snapshot.timings["total_s"] + 0.2)  # training time passes
+    assert monitor.due(epochs=3)
+    monitor.check(step=30, epoch=2)
+    assert monitor.final_check(step=30, epoch=2) is None  # the last check was at this step
+    assert monitor.final_check(step=35, epoch=3) is not None
+    summary = monitor.finish(raise_on_alert=False)
+    assert summary["overhead"]["skipped"] == 1 and summary["config"]["max_overhead"] == 0.5
+    assert [c["timings"]["overhead_share"] > 0 for c in summary["checks"]] == [True, True, True]
+
+
+def test_an_exact_schedule_has_no_final_check(tmp_path, bert_tok):
+    monitor = _monitor(tmp_path, bert_tok, every_n_epochs=1)
+    monitor.start_schedule()
+    assert monitor.due(epochs=1) and monitor.due(epochs=2)
+    assert monitor.final_check(step=5, epoch=1) is None

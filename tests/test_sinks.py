@@ -510,3 +510,21 @@ def test_wandb_top_tokens_is_the_current_checks_top_k(tmp_path, wandb_env):
         assert {row[0] for row in table.data} == {index}
         first = dict(zip(table.columns, table.data[0]))
         assert first["word"] == f"w{index}_0" and first["mean_abs_share"] == pytest.approx(0.9)
+
+
+def test_a_logger_the_user_passed_and_the_one_the_integration_found_are_one_sink(tmp_path, bert_tok):
+    from tiny_models import tiny_model
+    from torch.utils.tensorboard import SummaryWriter
+
+    from explain_callbacks import AttributionEngine, AttributionMonitor
+    from explain_callbacks.run.sinks import TensorBoardSink, framework_sink
+
+    writer = SummaryWriter(log_dir=str(tmp_path / "tb"))
+    engine = AttributionEngine(tiny_model("bert", bert_tok), bert_tok, n_steps=4, max_steps=4)
+    monitor = AttributionMonitor(engine, ["good film"], run_dir=None, verbose=False, sinks=[TensorBoardSink(writer=writer)])
+    monitor.add_sink(framework_sink(writer=writer))  # what an integration adds for the trainer's logger
+    monitor.add_sink(framework_sink(log_dir=tmp_path / "other"))
+    assert [type(s).__name__ for s in monitor.sinks] == ["TensorBoardSink", "TensorBoardSink"]
+    with pytest.raises(ValueError, match="one of them"):
+        framework_sink(writer=writer, run=object())
+    writer.close()

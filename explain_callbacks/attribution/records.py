@@ -200,6 +200,7 @@ class CheckResult:
     new_alerts: list[Alert] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     candidates: list[dict[str, Any]] = field(default_factory=list)
+    schedule_note: str | None = None  # under max_overhead: the share so far and when the next check runs
 
     def scalars(self) -> dict[str, float]:
         """Flat ``attribution/...`` scalars, the same names in every sink."""

@@ -30,6 +30,7 @@ from explain_callbacks.integrations._lightning_support import (
 )
 from explain_callbacks.monitor import AttributionMonitor
 from explain_callbacks.options import MonitorOptions
+from explain_callbacks.run.sinks import framework_sink
 from explain_callbacks.run.sinks.base import Sink
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class AttributionDriftLogic:
         self.monitor: AttributionMonitor | None = None
         self._adapter: ModelAdapter | None = None
         self._pending_state: dict[str, Any] | None = None
+        self._epoch_in_progress = 0  # current_epoch counts one past the last epoch once fit ends
 
     @property
     def state_key(self) -> str:
@@ -160,13 +162,9 @@ class AttributionDriftLogic:
     def _logger_sink(self, logger: Any) -> Sink:
         loggers = self._pl.loggers
         if isinstance(logger, loggers.TensorBoardLogger):
-            from explain_callbacks.run.sinks.tensorboard import TensorBoardSink
-
-            return TensorBoardSink(writer=logger.experiment)
+            return framework_sink(writer=logger.experiment)
         if isinstance(logger, loggers.WandbLogger):
-            from explain_callbacks.run.sinks.wandb import WandbSink
-
-            return WandbSink(run=logger.experiment, step_key="trainer/global_step")
+            return framework_sink(run=logger.experiment, step_key="trainer/global_step")
         return LoggerSink(logger)
 
     # ----------------------------------------------------------------- checks
@@ -192,13 +190,16 @@ class AttributionDriftLogic:
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step  # repeats across accumulated batches: due() answers once per step
+        self._epoch_in_progress = trainer.current_epoch
         if self.monitor is not None and self.monitor.due(step=step):
             self.monitor.check(step=step, epoch=trainer.current_epoch)
 
     # ------------------------------------------------------------------ end
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        """Flush the sinks and render the report; raises ``AttributionAlertError`` per ``fail_on``."""
+        """The last check (under ``max_overhead``), then flush the sinks and render the report;
+        raises ``AttributionAlertError`` per ``fail_on``."""
         if self.monitor is not None:
+            self.monitor.final_check(step=trainer.global_step, epoch=self._epoch_in_progress)
             self.monitor.finish()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:

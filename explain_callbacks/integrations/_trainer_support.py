@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from explain_callbacks.attribution.probes import ProbeError, ProbeSet
+from explain_callbacks.run.sinks import framework_sink
 
 log = logging.getLogger("explain_callbacks.integrations.transformers")  # the adapter's messages keep its name
 
@@ -123,21 +124,15 @@ def add_trainer_sinks(monitor: Any, args: Any, trainer: Any, tensorboard: bool) 
             log.warning("report_to includes tensorboard, but the Trainer's TensorBoard writer was not found; "
                         "use cb.attach(trainer) or tensorboard=True.")
         else:
-            from explain_callbacks.run.sinks.tensorboard import TensorBoardSink
-
-            monitor.add_sink(TensorBoardSink(writer=writer))
+            monitor.add_sink(framework_sink(writer=writer))
     if "wandb" in report_to:
         wandb = sys.modules.get("wandb")
         if wandb is not None and wandb.run is not None:
-            from explain_callbacks.run.sinks.wandb import WandbSink
-
-            monitor.add_sink(WandbSink(run=wandb.run, step_key=WANDB_STEP_KEY))
+            monitor.add_sink(framework_sink(run=wandb.run, step_key=WANDB_STEP_KEY))
         else:
             log.warning("report_to includes wandb, but no W&B run is active; attribution checks skip W&B.")
     if tensorboard:
-        from explain_callbacks.run.sinks.tensorboard import TensorBoardSink
-
-        monitor.add_sink(TensorBoardSink(log_dir=monitor.run_path / "tensorboard"))
+        monitor.add_sink(framework_sink(log_dir=monitor.run_path / "tensorboard"))
 
 
 def trainer_tb_writer(trainer: Any) -> Any:

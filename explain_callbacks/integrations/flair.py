@@ -19,6 +19,7 @@ from typing import Any
 
 from explain_callbacks.monitor import AttributionAlertError, AttributionMonitor
 from explain_callbacks.options import MonitorOptions
+from explain_callbacks.run.sinks import framework_sink
 
 try:
     from flair.trainers.plugins import MetricRecord, TrainerPlugin
@@ -78,11 +79,14 @@ class AttributionDriftPlugin(TrainerPlugin):
         self.wrapper_options = {"use_tokenizer": use_tokenizer, "baseline": baseline}
         self.monitor: Any = None
         self._step = 0
+        self._epoch = 1  # Flair's, from 1
+        self._max_epochs: int | None = None
         self._failure: AttributionAlertError | None = None
 
     @TrainerPlugin.hook
-    def after_setup(self, **kw: Any) -> None:
+    def after_setup(self, max_epochs: int | None = None, **kw: Any) -> None:
         """Bind to the trainer's model (refusing what cannot be attributed) before epoch one."""
+        self._max_epochs = max_epochs
         model, corpus = self.trainer.model, self.trainer.corpus
         wrapper = FlairModelWrapper(model, **self.wrapper_options)
         opts = self.options
@@ -93,9 +97,7 @@ class AttributionDriftPlugin(TrainerPlugin):
         self.monitor = AttributionMonitor.from_options(opts, wrapper, probes=probes)
         run = getattr(sys.modules.get("wandb"), "run", None)  # only if the user imported wandb
         if run is not None:
-            from explain_callbacks.run.sinks.wandb import WandbSink  # wandb is imported already
-
-            self.monitor.add_sink(WandbSink(run=run, step_key="flair/batch_count"))
+            self.monitor.add_sink(framework_sink(run=run, step_key="flair/batch_count"))
         self.monitor.start_schedule()
         self.monitor.setup()
         if opts.training_texts is None and not model.multi_label and corpus.train:
@@ -108,7 +110,7 @@ class AttributionDriftPlugin(TrainerPlugin):
 
     @TrainerPlugin.hook
     def after_training_batch(self, batch_count: int, epoch: int, **kw: Any) -> None:
-        self._step = batch_count
+        self._step, self._epoch = batch_count, epoch
         if self.monitor.due(step=batch_count):
             self._check(epoch, global_step=batch_count)
 
@@ -116,11 +118,15 @@ class AttributionDriftPlugin(TrainerPlugin):
     def after_evaluation(self, epoch: int, **kw: Any) -> None:
         if self.monitor.due(epochs=epoch):  # Flair's epoch counts from 1: the epochs completed
             self._check(epoch, global_step=epoch)
+        elif epoch == self._max_epochs:  # the last epoch: the check at the end, while the loggers listen
+            self._check(epoch, global_step=epoch, final=True)
 
-    def _check(self, flair_epoch: int, global_step: int) -> None:
+    def _check(self, flair_epoch: int, global_step: int, final: bool = False) -> None:
         """``flair_epoch`` counts from 1 (Flair's); the check's epoch counts from 0, as elsewhere.
-        ``global_step`` is the step Flair's logger plugins see (Flair's epoch or batch count)."""
-        result = self.monitor.check(step=self._step, epoch=flair_epoch - 1)
+        ``global_step`` is the step Flair's logger plugins see (Flair's epoch or batch count);
+        ``final``: the check at the end of training (under ``max_overhead``)."""
+        run = self.monitor.final_check if final else self.monitor.check
+        result = run(step=self._step, epoch=flair_epoch - 1)
         if result is None:
             return
         for name, value in result.scalars().items():
@@ -132,6 +138,7 @@ class AttributionDriftPlugin(TrainerPlugin):
         if self.monitor is None:
             return
         try:
+            self.monitor.final_check(step=self._step, epoch=max(self._epoch - 1, 0))
             self.monitor.finish()
         except AttributionAlertError as err:
             self._failure = err

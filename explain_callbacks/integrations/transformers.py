@@ -183,10 +183,15 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
     def _maybe_check(self, state: Any, control: Any) -> None:
         if self.monitor is None or not self._training:
             return  # trainer.evaluate() outside train(): nothing is training
-        if not self.monitor.due(step=state.global_step, epochs=state.epoch or 0.0):
+        due = self.monitor.due(step=state.global_step, epochs=state.epoch or 0.0)
+        at_end = bool(state.max_steps) and state.global_step >= state.max_steps  # before the loggers close
+        if not due and not at_end:
             return
         epoch = max(0, math.ceil((state.epoch or 0.0) - 1e-6) - 1)  # the epoch the check falls in, from 0
-        result = self.monitor.check(step=state.global_step, epoch=epoch)
+        if due:
+            result = self.monitor.check(step=state.global_step, epoch=epoch)
+        else:
+            result = self.monitor.final_check(step=state.global_step, epoch=epoch)
         if self.stop_on_alert and self.monitor.should_stop(result):
             log.warning("attribution alert at step %d: stopping training (stop_on_alert=True).", state.global_step)
             control.should_training_stop = True
@@ -203,6 +208,7 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
         if self.monitor is None or not self._training:
             return
         self._training = False
+        self.monitor.final_check(step=state.global_step, epoch=max(0, math.ceil((state.epoch or 0.0) - 1e-6) - 1))
         self.monitor.finish()  # raises AttributionAlertError when fail_on is met
         if state.is_world_process_zero and self.run_path is not None:
             log.info("attribution report: %s", self.run_path / REPORT_FILE)

@@ -166,6 +166,8 @@ def progress_line(result: CheckResult, n_probes: int | None = None) -> str:
     if isinstance(since, (int, float)) and since >= MEASURABLE_S:  # a share of a blink would say nothing
         took += f" ({total / since:.0%} of {since:.0f} s since the {'start' if snap.check_index == 0 else 'previous check'})"
     parts = [f"attribution check {snap.check_index} (step {snap.step}{epoch}): {took}"]
+    if result.schedule_note:
+        parts.append(result.schedule_note)
     accuracy = result.health.get("accuracy")
     if isinstance(accuracy, (int, float)):
         parts.append(f"accuracy {accuracy:.0%}")

@@ -22,6 +22,7 @@ from explain_callbacks.run.sinks.run_dir import (
 _LAZY = {"TensorBoardSink": ".tensorboard", "WandbSink": ".wandb"}
 
 __all__ = [
+    "framework_sink",
     "same_target",
     "ProbeSetChangedError",
     "ResumeWithoutStateError",
@@ -34,6 +35,21 @@ __all__ = [
     "WandbSink",
     "write_json_atomic",
 ]
+
+
+def framework_sink(*, writer: Any = None, log_dir: Any = None, run: Any = None, step_key: str | None = None) -> Sink:
+    """The sink for a logger a training framework already holds, the one way every integration
+    wires one: a TensorBoard ``writer`` (or a ``log_dir`` to open one in) gives a
+    ``TensorBoardSink``, a W&B ``run`` (with the framework's ``step_key``) a ``WandbSink``."""
+    if (writer is not None or log_dir is not None) == (run is not None):
+        raise ValueError("framework_sink: give a TensorBoard writer or log_dir, or a W&B run (one of them).")
+    if run is not None:
+        from explain_callbacks.run.sinks.wandb import WandbSink
+
+        return WandbSink(run=run, step_key=step_key)
+    from explain_callbacks.run.sinks.tensorboard import TensorBoardSink
+
+    return TensorBoardSink(writer=writer, log_dir=log_dir)
 
 
 def same_target(a: Any, b: Any) -> bool:
