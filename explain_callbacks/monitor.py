@@ -163,6 +163,7 @@ class AttributionMonitor:
             "rel_tolerance": e.rel_tolerance,
             "target": e.target,
             "tokens_per_chunk": e.tokens_per_chunk,
+            "chunk_tokens": e.chunk_tokens,  # the budget in use: halved after running out of memory
             "model": type(e.adapter.model).__name__,
             "labels": list(e.adapter.label_names),
             "max_length": getattr(e.adapter, "max_length", None),

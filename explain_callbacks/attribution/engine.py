@@ -35,6 +35,7 @@ from captum.attr._utils.approximation_methods import approximation_parameters
 from explain_callbacks.attribution.adapters import AdapterError, EncodedProbe, ModelAdapter, ModelBatch, as_adapter
 from explain_callbacks.attribution.distributed import DEFAULT_SYNC_TIMEOUT_S, Lockstep, lockstep_for
 from explain_callbacks.attribution.isolation import full_precision, isolated_from_training
+from explain_callbacks.attribution.memory import CheckOutOfMemory, free_memory, is_out_of_memory
 from explain_callbacks.attribution.probes import Probe, ProbeSet, as_probe_set
 from explain_callbacks.attribution.quadrature import interval_errors, points_to_add, trapezoid_weights, uniform_points
 from explain_callbacks.attribution.records import ProbeAttribution
@@ -182,6 +183,7 @@ class AttributionEngine:
         self.abs_tolerance = float(abs_tolerance)
         self.max_steps = max_steps
         self.tokens_per_chunk = int(tokens_per_chunk)
+        self.chunk_tokens = self.tokens_per_chunk  # halved after running out of memory
         self.target = self._check_target_spec(target)
         self._fixed_targets: dict[str, list[int]] = {}
         self._prepared: dict[str, EncodedProbe] = {}  # prepare()'s encodings, by probe content
@@ -528,7 +530,7 @@ class AttributionEngine:
                 too_wide = too_wide or key_of(enc_of(item)) != key_of(enc_of(group[0]))
             else:
                 too_wide = False
-            if group and (too_wide or (len(group) + 1) * width > self.tokens_per_chunk):
+            if group and (too_wide or (len(group) + 1) * width > self.chunk_tokens):
                 yield group
                 group = []
             group.append(item)
@@ -541,12 +543,13 @@ class AttributionEngine:
             return []
         out: dict[int, torch.Tensor] = {}
         with full_precision():
-            for group in self._groups(list(enumerate(encoded)), lambda ie: ie[1]):
+            def forward(group: list[tuple[int, EncodedProbe]]) -> None:
                 batch = self.adapter.batch([e for _, e in group])
                 (logits,) = self._agreed(self._gated_forward(batch).float().cpu())
                 _check_finite(logits, [e.probe.id for _, e in group])
                 for (i, _), row in zip(group, logits):
                     out[i] = row
+            self._run_chunks(list(enumerate(encoded)), lambda ie: ie[1], forward)
         return [out[i] for i in range(len(encoded))]
 
     @contextmanager
@@ -611,7 +614,7 @@ class AttributionEngine:
         """F and the token path derivatives ``(x - b) . dF/de`` at each (task, alpha), batched:
         the embedding layer's output is replaced by ``b + alpha (x - b)`` for every row."""
         with full_precision():
-            for group in self._groups(rows, lambda row: row[0].enc):
+            def evaluate(group: list[tuple[_Task, float]]) -> None:
                 batch = self.adapter.batch([t.enc for t, _ in group])
                 made: dict[str, torch.Tensor] = {}
 
@@ -635,6 +638,36 @@ class AttributionEngine:
                     t.path[a] = (float(f), batch.real(i, slopes[i]))
                     if a == 1.0 and t.scores is None:
                         t.scores = out  # the forward pass of x itself: the model's scores for the record
+            self._run_chunks(rows, lambda row: row[0].enc, evaluate)
+
+    def _run_chunks(self, items: list[Any], enc_of: Any, run: Callable[[list[Any]], None]) -> None:
+        """``run`` each chunk of ``items`` (``_groups``). Out of memory, the failed chunk's
+        tensors are freed, the token budget halves (for the rest of the run) and the chunks not
+        yet done run again, down to one item a chunk; then ``CheckOutOfMemory``. Not under a
+        sharded model, where one rank's retry would leave the others' collectives behind."""
+        done: set[int] = set()
+        while True:
+            pending = [item for item in items if id(item) not in done]
+            smallest = 0
+            try:
+                for group in self._groups(pending, enc_of):
+                    smallest = len(group)
+                    run(group)
+                    done.update(id(item) for item in group)
+                return
+            except Exception as err:
+                if not is_out_of_memory(err) or self.lockstep is not None:
+                    raise
+                message = f"{type(err).__name__}: {err}"
+            free_memory()  # out of the except block: the chunk's frames and tensors are gone
+            if smallest <= 1:
+                raise CheckOutOfMemory(
+                    f"the check ran out of memory with one probe a chunk ({message}); lower max_length or "
+                    "give the check more memory (smaller tokens_per_chunk does not help past this)."
+                )
+            self.chunk_tokens = max(1, self.chunk_tokens // 2)
+            log.warning("the check ran out of memory (%s); retrying with chunks of at most %d tokens.",
+                        message, self.chunk_tokens)
 
     def _integrate(self, tasks: list[_Task]) -> None:
         """Captum's fixed-grid rules (its alphas and weights) on the same path evaluation,
