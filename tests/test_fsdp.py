@@ -79,3 +79,14 @@ def test_a_check_failing_on_one_rank_ends_on_every_rank_and_training_goes_on(tmp
     summary = json.loads((tmp_path / "runs" / "run" / "summary.json").read_text())
     assert [c["step"] for c in summary["checks"]] == [4]  # the next check ran on both ranks
     assert summary["failed_checks"] == rank0["failed_checks"]
+
+
+@pytest.mark.slow
+def test_lightning_model_parallel_strategy_checks_the_fully_sharded_model(tmp_path):
+    pytest.importorskip("lightning.pytorch")
+    log = tmp_path / "output.log"
+    status = torchrun(Path(__file__).parent / "jobs" / "_lightning_fsdp2_job.py", [tmp_path], log, timeout=240)
+    assert status == 0, f"exit {status} (None: timed out)\n" + log.read_text()[-5000:]
+    summary = json.loads((tmp_path / "runs" / "run" / "summary.json").read_text())
+    assert summary["failed_checks"] == [] and summary["config"]["sharding"] == "fsdp2"
+    assert [c["step"] for c in summary["checks"]] == [2, 4]  # 16 reviews, 4 a rank a step: 2 steps an epoch
