@@ -1,4 +1,5 @@
-"""A check on an FSDP2-sharded model (``fully_shard``) under torchrun: two CPU ranks (gloo).
+"""A check on an FSDP-sharded model (FSDP2 ``fully_shard``; FSDP1 ``FullyShardedDataParallel``)
+under torchrun: two CPU ranks (gloo).
 
 The ranks run every probe in lockstep (``attribution.distributed``); their attributions must
 equal the same weights attributed unsharded in this process, training must come out bit for bit
@@ -38,7 +39,7 @@ def rel_l1(a, b) -> float:
 
 
 def assert_equals_unsharded(out: Path, case: str) -> None:
-    tok, model = build(case, out / "tok_here")
+    tok, model = build(case.removesuffix("-fsdp1"), out / "tok_here")
     model.load_state_dict(torch.load(out / "state_at_first_check.pt"))
     engine = AttributionEngine(model, tok, **ENGINE_OPTIONS)
     engine.load_state_dict(json.loads((out / "engine_state.json").read_text()))  # its calibration, targets
@@ -54,7 +55,8 @@ def assert_equals_unsharded(out: Path, case: str) -> None:
         assert a["converged"]
 
 
-@pytest.mark.parametrize("case", ["bert", pytest.param("qwen2-lora", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("case", ["bert", pytest.param("qwen2-lora", marks=pytest.mark.slow),
+                                  pytest.param("bert-fsdp1", marks=pytest.mark.slow)])
 def test_sharded_check_equals_unsharded_and_leaves_training_alone(tmp_path, case):
     if case.endswith("lora"):
         pytest.importorskip("peft")
@@ -64,7 +66,8 @@ def test_sharded_check_equals_unsharded_and_leaves_training_alone(tmp_path, case
         assert r["same_weights"] and r["same_optimizer"] and r["n_optimizer_tensors"] > 0
     summary = json.loads((tmp_path / "runs" / "run" / "summary.json").read_text())
     assert [c["step"] for c in summary["checks"]] == [2, 4]
-    assert summary["config"]["sharding"] == "fsdp2" and summary["config"]["precision"] == "float32"
+    assert summary["config"]["sharding"] == ("fsdp1" if case.endswith("fsdp1") else "fsdp2")
+    assert summary["config"]["precision"] == "float32"
     assert summary["candidates"]  # discovery's counterfactual forwards ran, collectively
     assert_equals_unsharded(tmp_path, case)
 

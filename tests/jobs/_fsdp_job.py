@@ -1,5 +1,6 @@
 """Run under ``torchrun --nproc_per_node 2`` (gloo, CPU): the bare ``AttributionMonitor`` on an
-FSDP2-sharded model during training, against the same training without it.
+FSDP2-sharded model (FSDP1 for a case ending ``-fsdp1``) during training, against the same
+training without it.
 
 Usage: ``python -m torch.distributed.run --nproc_per_node 2 tests/jobs/_fsdp_job.py OUT CASE [FAIL_RANK]``
 with ``PYTHONPATH=tests``. Writes ``OUT/rank{r}.json`` (each check's time and whether training
@@ -26,9 +27,18 @@ from explain_callbacks import AttributionEngine, AttributionMonitor
 STEPS, CHECK_STEPS = 4, (2, 4)
 
 
-def shard(model: torch.nn.Module) -> torch.nn.Module:
+def shard(model: torch.nn.Module, version: int = 2) -> torch.nn.Module:
     from torch.distributed.fsdp import fully_shard
 
+    if version == 1:
+        import functools
+
+        from torch.distributed.fsdp import FullyShardedDataParallel
+        from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+        layers = {type(m) for m in model.modules() if type(m).__name__ in LAYER_CLASSES}
+        return FullyShardedDataParallel(model, auto_wrap_policy=ModuleWrapPolicy(layers), device_id=torch.device("cpu"),
+                                        use_orig_params=True)
     for module in list(model.modules()):
         if type(module).__name__ in LAYER_CLASSES:
             fully_shard(module)
@@ -64,8 +74,8 @@ def fail_at_third_batch(engine: AttributionEngine) -> None:
 
 
 def train(case: str, out: Path, rank: int, with_monitor: bool, fail_rank: int | None) -> dict:
-    tok, model = build(case, out / f"tok{rank}")
-    model = shard(model)
+    tok, model = build(case.removesuffix("-fsdp1"), out / f"tok{rank}")
+    model = shard(model, 1 if case.endswith("-fsdp1") else 2)
     monitor = None
     if with_monitor:
         engine = AttributionEngine(model, tok, sync_timeout_s=60, **ENGINE_OPTIONS)
