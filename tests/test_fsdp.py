@@ -3,7 +3,8 @@ under torchrun: two CPU ranks (gloo).
 
 The ranks run every probe in lockstep (``attribution.distributed``); their attributions must
 equal the same weights attributed unsharded in this process, training must come out bit for bit
-as without the monitor, and a check failing on one rank must end on both while training goes on.
+as without the monitor, and a check failing on one rank (or a rank arriving after the agreement
+timeout) must end on both while training goes on.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from explain_callbacks import AttributionEngine  # noqa: E402
 JOB = Path(__file__).parent / "jobs" / "_fsdp_job.py"
 
 
-def run_job(out: Path, case: str, *extra) -> list[dict]:
+def run_job(out: Path, case: str, *extra: object) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     log = out / "output.log"
     status = torchrun(JOB, [out, case, *extra], log, timeout=240)
@@ -93,3 +94,12 @@ def test_lightning_model_parallel_strategy_checks_the_fully_sharded_model(tmp_pa
     summary = json.loads((tmp_path / "runs" / "run" / "summary.json").read_text())
     assert summary["failed_checks"] == [] and summary["config"]["sharding"] == "fsdp2"
     assert [c["step"] for c in summary["checks"]] == [2, 4]  # 16 reviews, 4 a rank a step: 2 steps an epoch
+
+
+def test_a_rank_that_never_arrives_fails_the_check_on_the_others_within_the_timeout(tmp_path):
+    rank0, rank1 = run_job(tmp_path, "bert", 1, "late")  # rank 1 comes 9 s late; the agreement waits 3 s
+    assert rank0["check_s"][0] < 20  # the timeout, not a hang
+    for r in (rank0, rank1):
+        assert [m.split(":")[0] for m in r["failed_checks"]] == ["step 2", "step 4"]  # and later checks are off
+        assert all("did not meet within 3 s" in m for m in r["failed_checks"])
+        assert r["same_weights"] and r["same_optimizer"]  # training went on, unchanged

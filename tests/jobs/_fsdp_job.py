@@ -2,11 +2,12 @@
 FSDP2-sharded model (FSDP1 for a case ending ``-fsdp1``) during training, against the same
 training without it.
 
-Usage: ``python -m torch.distributed.run --nproc_per_node 2 tests/jobs/_fsdp_job.py OUT CASE [FAIL_RANK]``
+Usage: ``python -m torch.distributed.run --nproc_per_node 2 tests/jobs/_fsdp_job.py OUT CASE [FAIL_RANK [late]]``
 with ``PYTHONPATH=tests``. Writes ``OUT/rank{r}.json`` (each check's time and whether training
 came out bit for bit the same), and from rank zero the weights at the first check and the
 engine's state, for the test to attribute the same model unsharded. With ``FAIL_RANK`` that rank's
-first check fails at its third batch.
+first check fails at its third batch; with ``late`` too, that rank comes to its first check later
+than the agreement timeout (``LATE_TIMEOUT_S``) instead.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from helpers._sharded_models import ENGINE_OPTIONS, LAYER_CLASSES, PROBES, build
 from explain_callbacks import AttributionEngine, AttributionMonitor
 
 STEPS, CHECK_STEPS = 4, (2, 4)
+LATE_TIMEOUT_S = 3
 
 
 def shard(model: torch.nn.Module, version: int = 2) -> torch.nn.Module:
@@ -73,12 +75,12 @@ def fail_at_third_batch(engine: AttributionEngine) -> None:
     engine.adapter.batch = failing
 
 
-def train(case: str, out: Path, rank: int, with_monitor: bool, fail_rank: int | None) -> dict:
+def train(case: str, out: Path, rank: int, with_monitor: bool, fail_rank: int | None, late: bool = False) -> dict:
     tok, model = build(case.removesuffix("-fsdp1"), out / f"tok{rank}")
     model = shard(model, 1 if case.endswith("-fsdp1") else 2)
     monitor = None
     if with_monitor:
-        engine = AttributionEngine(model, tok, sync_timeout_s=60, **ENGINE_OPTIONS)
+        engine = AttributionEngine(model, tok, sync_timeout_s=LATE_TIMEOUT_S if late else 60, **ENGINE_OPTIONS)
         monitor = AttributionMonitor(engine, PROBES, run_dir=out / "runs", run_name="run", verbose=False)
     torch.manual_seed(100 + rank)  # dropout: the same stream in both runs, unless a check moved it
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
@@ -90,7 +92,9 @@ def train(case: str, out: Path, rank: int, with_monitor: bool, fail_rank: int | 
         opt.step()
         opt.zero_grad()
         if monitor is not None and step in CHECK_STEPS:
-            if fail_rank == rank and step == CHECK_STEPS[0]:
+            if fail_rank == rank and step == CHECK_STEPS[0] and late:
+                time.sleep(3 * LATE_TIMEOUT_S)
+            elif fail_rank == rank and step == CHECK_STEPS[0]:
                 fail_at_third_batch(monitor.engine)
             started = time.perf_counter()
             monitor.check(step=step)
@@ -109,12 +113,12 @@ def train(case: str, out: Path, rank: int, with_monitor: bool, fail_rank: int | 
             "failed_checks": monitor._failed_checks if monitor else []}
 
 
-def main(out: Path, case: str, fail_rank: int | None) -> None:
+def main(out: Path, case: str, fail_rank: int | None, late: bool) -> None:
     report_a_hang(150)
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     torch.set_num_threads(1)
-    with_cb = train(case, out, rank, True, fail_rank)
+    with_cb = train(case, out, rank, True, fail_rank, late)
     without = train(case, out, rank, False, None)
     same_weights = all(torch.equal(with_cb["weights"][k], v) for k, v in without["weights"].items())
     same_optimizer = len(with_cb["optimizer"]) == len(without["optimizer"]) and all(
@@ -127,4 +131,4 @@ def main(out: Path, case: str, fail_rank: int | None) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else None)
+    main(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else None, sys.argv[4:] == ["late"])
