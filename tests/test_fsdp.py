@@ -103,3 +103,17 @@ def test_a_rank_that_never_arrives_fails_the_check_on_the_others_within_the_time
         assert [m.split(":")[0] for m in r["failed_checks"]] == ["step 2", "step 4"]  # and later checks are off
         assert all("did not meet within 3 s" in m for m in r["failed_checks"])
         assert r["same_weights"] and r["same_optimizer"]  # training went on, unchanged
+
+
+def test_the_trainer_callback_attributes_an_fsdp1_root_it_is_handed(tmp_path):
+    """The Trainer hands callbacks the FSDP1-wrapped model under ``fsdp=`` (GPUs only: accelerate
+    turns FSDP off on CPU); unwrapped to ``.module`` like DDP's, its forward skipped the root's
+    gathering and set-up failed ('weight' must be 2-D)."""
+    out = tmp_path
+    log = out / "output.log"
+    status = torchrun(Path(__file__).parent / "jobs" / "_trainer_fsdp1_event_job.py", [out], log, timeout=240)
+    assert status == 0, f"exit {status} (None: timed out)\n" + log.read_text()[-5000:]
+    rank0, rank1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
+    for r in (rank0, rank1):
+        assert r["attributes_the_root"] and r["sharding"] == "fsdp1" and r["failed_checks"] == []
+    assert rank0["n_records"] == len(PROBES)
