@@ -373,7 +373,10 @@ class AttributionEngine:
             batch = adapter.batch([e for _, e in group], width=width) if width else adapter.batch([e for _, e in group])
             outs = []
             for a in alphas:
-                with self._embedding_replaced(batch, lambda inputs, baselines, a=a: baselines + a * (inputs - baselines)):
+                def point(inputs: torch.Tensor, baselines: torch.Tensor, a: float = a) -> torch.Tensor:
+                    return baselines + a * (inputs - baselines)
+
+                with self._embedding_replaced(batch, point):
                     (out,) = self._agreed(self._gated_forward(batch).float().cpu())
                 outs.append(out)
                 _check_finite(outs[-1], [e.probe.id for _, e in group])
@@ -553,7 +556,9 @@ class AttributionEngine:
         return [out[i] for i in range(len(encoded))]
 
     @contextmanager
-    def _embedding_replaced(self, batch: ModelBatch, path_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    def _embedding_replaced(
+        self, batch: ModelBatch, path_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    ) -> Iterator[None]:
         """Replace the embedding layer's output by ``path_of(inputs, baselines)`` (batch-first,
         the batch's width) on its first call of the forward pass, the one that embeds
         ``batch.input_ids``. ``inputs`` and ``baselines`` are the layer's lookups of the batch's
@@ -633,7 +638,9 @@ class AttributionEngine:
                 _check_finite(logits.detach(), [t.enc.probe.id for t, _ in group])
                 (grads,) = torch.autograd.grad(chosen.sum(), made["path"])
                 slopes = (grads.float() * made["direction"]).sum(dim=-1).cpu()
-                chosen_values, slopes, outputs = self._agreed(chosen.detach().float().cpu(), slopes, logits.detach().float().cpu())
+                chosen_values, slopes, outputs = self._agreed(
+                    chosen.detach().float().cpu(), slopes, logits.detach().float().cpu()
+                )
                 for i, ((t, a), f, out) in enumerate(zip(group, chosen_values, outputs)):
                     t.path[a] = (float(f), batch.real(i, slopes[i]))
                     if a == 1.0 and t.scores is None:
