@@ -172,9 +172,12 @@ class AttributionMonitor:
             "rel_tolerance": e.rel_tolerance,
             "target": e.target,
             "tokens_per_chunk": e.tokens_per_chunk,
+            "chunk_tokens": e.chunk_tokens,  # the budget in use: halved after running out of memory
             "model": type(e.adapter.model).__name__,
             "labels": list(e.adapter.label_names),
             "max_length": getattr(e.adapter, "max_length", None),
+            "precision": e.precision,
+            "sharding": e.lockstep.sharding if e.lockstep is not None else None,
             "every_n_epochs": self.options.schedule.every_n_epochs,
             "every_n_steps": self.options.schedule.every_n_steps,
             "max_overhead": self.options.max_overhead,
@@ -389,13 +392,25 @@ class AttributionMonitor:
         attribute_s = time.perf_counter() - started
         self._last_check_step = int(step)  # on every rank: final_check() must agree across ranks
         self._gather_statistics()
+        lockstep = self.engine.lockstep
         if not self.is_rank_zero:
+            if lockstep is not None:  # run the model calls rank zero's evaluation makes with it
+                try:
+                    lockstep.serve(self.engine.predict)
+                except Exception as err:
+                    self._check_failed(step, err, "evaluating the check")
             return None
         try:
             result = self._evaluate(attributions, step, epoch, attribute_s, started)
         except Exception as err:
             self._check_failed(step, err, "evaluating the check")
             return None
+        finally:
+            if lockstep is not None:
+                try:
+                    lockstep.end_requests()
+                except Exception:
+                    log.exception("telling the other ranks that the check's evaluation ended failed.")
         summary = self.summary()
         for sink in self.sinks:
             self._call_sink(sink, "log_check", result, summary)
@@ -435,7 +450,8 @@ class AttributionMonitor:
 
     def _attribute_all(self) -> list[ProbeAttribution]:
         rank, world = _distributed()
-        if world == 1:
+        if world == 1 or self.engine.lockstep is not None:
+            # a sharded model: every rank runs every probe, in lockstep (``attribution.distributed``)
             return self.engine.attribute(self.probes)
         try:  # every rank must reach the gather, so a local failure travels as a message
             local: Any = [a.to_dict() for a in self.engine.attribute(self.probes.shard(rank, world))]
@@ -465,7 +481,9 @@ class AttributionMonitor:
         )
         # what can fail (discovery runs the model) comes before the tracker records the check,
         # so a failed evaluation leaves no history row behind
-        ranked = self.discovery.rank(snapshot, predict_fn=partial(self.engine.predict, probabilities=True))
+        lockstep = self.engine.lockstep
+        predict = self.engine.predict if lockstep is None else lockstep.lead(self.engine.predict)
+        ranked = self.discovery.rank(snapshot, predict_fn=partial(predict, probabilities=True))
         self._candidates = [dict(c) for c in self.rules.lead_with_alerting(ranked)]
         new_alerts = self.rules.evaluate(snapshot, self._candidates)
         convergence = convergence_summary(attributions)

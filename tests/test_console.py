@@ -12,9 +12,9 @@ import re
 import pytest
 from helpers.attribution_records import attribution, snapshot
 
-from explain_callbacks.run import console
 from explain_callbacks.attribution.records import Alert, CheckResult
 from explain_callbacks.detection.drift import DriftTracker
+from explain_callbacks.run import console
 
 WIDTHS = (80, 200)
 

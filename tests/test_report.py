@@ -21,7 +21,13 @@ from markupsafe import escape
 
 from explain_callbacks.run.directory import RunDirError
 from explain_callbacks.run.readers import load_summary, read_snapshots
-from explain_callbacks.run.report import HEATMAP_LAST_CHECKS, load_run, render_heatmap_html, render_report, share_background
+from explain_callbacks.run.report import (
+    HEATMAP_LAST_CHECKS,
+    load_run,
+    render_heatmap_html,
+    render_report,
+    share_background,
+)
 
 
 class DocumentScan(HTMLParser):

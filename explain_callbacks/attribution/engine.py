@@ -27,13 +27,15 @@ import json
 import logging
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from captum.attr._utils.approximation_methods import approximation_parameters
 
 from explain_callbacks.attribution.adapters import AdapterError, EncodedProbe, ModelAdapter, ModelBatch, as_adapter
+from explain_callbacks.attribution.distributed import DEFAULT_SYNC_TIMEOUT_S, Lockstep, lockstep_for
 from explain_callbacks.attribution.isolation import full_precision, isolated_from_training
+from explain_callbacks.attribution.memory import CheckOutOfMemory, free_memory, is_out_of_memory
 from explain_callbacks.attribution.probes import Probe, ProbeSet, as_probe_set
 from explain_callbacks.attribution.quadrature import interval_errors, points_to_add, trapezoid_weights, uniform_points
 from explain_callbacks.attribution.records import ProbeAttribution
@@ -162,6 +164,9 @@ class AttributionEngine:
         max_steps: refinement stops at this many steps (intervals); ``max_steps == n_steps``
             turns it off.
         tokens_per_chunk: memory budget of one forward pass, in tokens.
+        sync_timeout_s: for a model sharded across ranks (FSDP, ZeRO-3), how long a rank waits
+            for the others at a check's agreement points before failing the check
+            (see ``distributed``).
     """
 
     def __init__(
@@ -176,6 +181,7 @@ class AttributionEngine:
         abs_tolerance: float = 1e-4,
         max_steps: int = DEFAULT_MAX_STEPS,
         tokens_per_chunk: int = 8192,
+        sync_timeout_s: float = DEFAULT_SYNC_TIMEOUT_S,
         **adapter_options: Any,
     ):
         validate_engine_options(n_steps, max_steps, method, rel_tolerance, tokens_per_chunk)
@@ -186,10 +192,43 @@ class AttributionEngine:
         self.abs_tolerance = float(abs_tolerance)
         self.max_steps = max_steps
         self.tokens_per_chunk = int(tokens_per_chunk)
+        self.chunk_tokens = self.tokens_per_chunk  # halved after running out of memory
         self.target = self._check_target_spec(target)
         self._fixed_targets: dict[str, list[int]] = {}
         self._prepared: dict[str, EncodedProbe] = {}  # prepare()'s encodings, by probe content
         self.calibration: Calibration | None = None
+        self.sync_timeout_s = float(sync_timeout_s)
+        self._lockstep: Lockstep | None | bool = False  # False: not looked at yet
+        self.precision: str | None = None  # dtype the model embedded (and so computed) the last path in
+
+    # ---------------------------------------------------------------- lockstep
+    @property
+    def lockstep(self) -> Lockstep | None:
+        """The ranks' agreement when the model is sharded across them (FSDP, ZeRO-3), else
+        ``None``. Made at the first ``prepare``/``attribute``/``predict``, on every rank alike."""
+        if self._lockstep is False:
+            self._lockstep = lockstep_for(self.adapter.model, self.sync_timeout_s)
+        return self._lockstep  # type: ignore[return-value]
+
+    @contextmanager
+    def _collective(self) -> Iterator[None]:
+        """Work that succeeds or fails on every rank alike (nothing outside a sharded model)."""
+        lockstep = self.lockstep
+        if lockstep is None:
+            yield
+        else:
+            with lockstep.phase(self.adapter.model):
+                yield
+
+    def _gated_forward(self, batch: ModelBatch) -> torch.Tensor:
+        """``adapter.forward`` on the batch; under a sharded model only once every rank is well."""
+        if self.lockstep is not None:
+            self.lockstep.gate()
+        return self.adapter.forward(batch.input_ids, *batch.forward_kwargs.values())
+
+    def _agreed(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        """Rank zero's values under a sharded model, so every rank decides alike."""
+        return self.lockstep.share(list(tensors)) if self.lockstep is not None else list(tensors)
 
     # ----------------------------------------------------------------- targets
     def _check_target_spec(self, target: str | int) -> str | int:
@@ -269,7 +308,7 @@ class AttributionEngine:
         for e in encoded:
             if e.truncated:
                 log.warning("probe %r is longer than %s tokens and is truncated.", e.probe.id, len(e))
-        with isolated_from_training(self.adapter.model):
+        with isolated_from_training(self.adapter.model), self._collective():
             self.calibrate(encoded)
         return encoded
 
@@ -338,15 +377,17 @@ class AttributionEngine:
         a row per probe. With ``width``, one batch padded to it; otherwise the usual buckets."""
         groups = [list(enumerate(encoded))] if width else list(self._groups(list(enumerate(encoded)), lambda ie: ie[1]))
         rows: dict[int, list[torch.Tensor]] = {}
-        adapter, layer = self.adapter, self.adapter.embedding_layer
+        adapter = self.adapter
         for group in groups:
             batch = adapter.batch([e for _, e in group], width=width) if width else adapter.batch([e for _, e in group])
-            inputs, baselines = layer.forward(batch.input_ids), layer.forward(batch.baseline_ids)
             outs = []
             for a in alphas:
-                path = baselines + a * (inputs - baselines)
-                with self._embedding_replaced(batch, path):
-                    outs.append(adapter.forward(batch.input_ids, *batch.forward_kwargs.values()).float().cpu())
+                def point(inputs: torch.Tensor, baselines: torch.Tensor, a: float = a) -> torch.Tensor:
+                    return baselines + a * (inputs - baselines)
+
+                with self._embedding_replaced(batch, point):
+                    (out,) = self._agreed(self._gated_forward(batch).float().cpu())
+                outs.append(out)
                 _check_finite(outs[-1], [e.probe.id for _, e in group])
             for j, (i, _) in enumerate(group):
                 rows[i] = [o[j] for o in outs]
@@ -430,7 +471,7 @@ class AttributionEngine:
             probe_list = list(as_probe_set(probe_list))
         encoded = self._encode(probe_list)
         adapter = self.adapter
-        with isolated_from_training(adapter.model):
+        with isolated_from_training(adapter.model), self._collective():
             self.calibrate(encoded)
             # The path evaluates alpha = 1, which is the forward pass of x: a separate forward is
             # needed only where the target is the prediction and not yet fixed.
@@ -465,7 +506,7 @@ class AttributionEngine:
         probes = [Probe(text=t, id=f"q{i}") for i, t in enumerate(texts)]
         if not probes:
             return []
-        with isolated_from_training(self.adapter.model):
+        with isolated_from_training(self.adapter.model), self._collective():
             scores = self._forward_all(self.adapter.encode(probes))
         if probabilities and self.adapter.problem_type not in ("regression", "multi_label_classification"):
             return [torch.softmax(s.double(), -1).tolist() for s in scores]
@@ -501,7 +542,7 @@ class AttributionEngine:
                 too_wide = too_wide or key_of(enc_of(item)) != key_of(enc_of(group[0]))
             else:
                 too_wide = False
-            if group and (too_wide or (len(group) + 1) * width > self.tokens_per_chunk):
+            if group and (too_wide or (len(group) + 1) * width > self.chunk_tokens):
                 yield group
                 group = []
             group.append(item)
@@ -514,18 +555,24 @@ class AttributionEngine:
             return []
         out: dict[int, torch.Tensor] = {}
         with full_precision():
-            for group in self._groups(list(enumerate(encoded)), lambda ie: ie[1]):
+            def forward(group: list[tuple[int, EncodedProbe]]) -> None:
                 batch = self.adapter.batch([e for _, e in group])
-                logits = self.adapter.forward(batch.input_ids, *batch.forward_kwargs.values()).float().cpu()
+                (logits,) = self._agreed(self._gated_forward(batch).float().cpu())
                 _check_finite(logits, [e.probe.id for _, e in group])
                 for (i, _), row in zip(group, logits):
                     out[i] = row
+            self._run_chunks(list(enumerate(encoded)), lambda ie: ie[1], forward)
         return [out[i] for i in range(len(encoded))]
 
     @contextmanager
-    def _embedding_replaced(self, batch: ModelBatch, replacement: torch.Tensor) -> Iterator[None]:
-        """Replace the embedding layer's output by ``replacement`` (batch-first, the batch's
-        width) on its first call of the forward pass, the one that embeds ``batch.input_ids``.
+    def _embedding_replaced(
+        self, batch: ModelBatch, path_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    ) -> Iterator[None]:
+        """Replace the embedding layer's output by ``path_of(inputs, baselines)`` (batch-first,
+        the batch's width) on its first call of the forward pass, the one that embeds
+        ``batch.input_ids``. ``inputs`` and ``baselines`` are the layer's lookups of the batch's
+        ids and baseline ids, made there, inside the model's forward: a sharded (FSDP) layer
+        holds its whole weight only then.
 
         Later calls pass through: a T5 decoder sharing the encoder's table (4.57), GPT-2's
         token-type lookup. The model may hold the ids sequence-first (XLNet) or padded further on
@@ -538,8 +585,11 @@ class AttributionEngine:
             if calls:
                 return None
             calls.append(1)
+            self.precision = str(output.dtype).replace("torch.", "")
             ids = args[0] if args else next(iter(kwargs.values()), None)
-            return _fit(replacement, ids, batch.input_ids, output, sequence_first)
+            with torch.no_grad():  # lookups, not a model pass: ``forward`` keeps the layer's hooks out of them
+                inputs, baselines = _module.forward(batch.input_ids), _module.forward(batch.baseline_ids)
+            return _fit(path_of(inputs, baselines), ids, batch.input_ids, output, sequence_first)
 
         handle = self.adapter.embedding_layer.register_forward_hook(hook, with_kwargs=True)
         try:
@@ -577,26 +627,63 @@ class AttributionEngine:
     def _evaluate_path(self, rows: list[tuple[_Task, float]]) -> None:
         """F and the token path derivatives ``(x - b) . dF/de`` at each (task, alpha), batched:
         the embedding layer's output is replaced by ``b + alpha (x - b)`` for every row."""
-        layer = self.adapter.embedding_layer
         with full_precision():
-            for group in self._groups(rows, lambda row: row[0].enc):
+            def evaluate(group: list[tuple[_Task, float]]) -> None:
                 batch = self.adapter.batch([t.enc for t, _ in group])
-                with torch.no_grad():  # a lookup, not a model pass: ``forward`` keeps the layer's hooks out of it
-                    inputs, baselines = layer.forward(batch.input_ids), layer.forward(batch.baseline_ids)
-                direction = inputs - baselines
-                alphas = torch.tensor([a for _, a in group], dtype=inputs.dtype, device=inputs.device)
-                path = (baselines + alphas.view(-1, *[1] * (inputs.dim() - 1)) * direction).requires_grad_()
-                with self._embedding_replaced(batch, path):
-                    logits = self.adapter.forward(batch.input_ids, *batch.forward_kwargs.values())
+                made: dict[str, torch.Tensor] = {}
+
+                def path_of(inputs: torch.Tensor, baselines: torch.Tensor) -> torch.Tensor:
+                    # points and direction in float32; the model reads the points in its own dtype
+                    made["direction"] = direction = inputs.float() - baselines.float()
+                    alphas = torch.tensor([a for _, a in group], dtype=torch.float32, device=inputs.device)
+                    point = baselines.float() + alphas.view(-1, *[1] * (inputs.dim() - 1)) * direction
+                    made["path"] = path = point.to(inputs.dtype).requires_grad_()
+                    return path
+
+                with self._embedding_replaced(batch, path_of):
+                    logits = self._gated_forward(batch)
                 targets = torch.tensor([t.target for t, _ in group], device=logits.device)
                 chosen = logits.gather(1, targets[:, None]).squeeze(1)
                 _check_finite(logits.detach(), [t.enc.probe.id for t, _ in group])
-                (grads,) = torch.autograd.grad(chosen.sum(), path)
-                slopes = (grads * direction).float().sum(dim=-1).cpu()
-                for i, ((t, a), f, out) in enumerate(zip(group, chosen.detach().float().cpu(), logits.detach().float().cpu())):
+                (grads,) = torch.autograd.grad(chosen.sum(), made["path"])
+                slopes = (grads.float() * made["direction"]).sum(dim=-1).cpu()
+                chosen_values, slopes, outputs = self._agreed(
+                    chosen.detach().float().cpu(), slopes, logits.detach().float().cpu()
+                )
+                for i, ((t, a), f, out) in enumerate(zip(group, chosen_values, outputs)):
                     t.path[a] = (float(f), batch.real(i, slopes[i]))
                     if a == 1.0 and t.scores is None:
                         t.scores = out  # the forward pass of x itself: the model's scores for the record
+            self._run_chunks(rows, lambda row: row[0].enc, evaluate)
+
+    def _run_chunks(self, items: list[Any], enc_of: Any, run: Callable[[list[Any]], None]) -> None:
+        """``run`` each chunk of ``items`` (``_groups``). Out of memory, the failed chunk's
+        tensors are freed, the token budget halves (for the rest of the run) and the chunks not
+        yet done run again, down to one item a chunk; then ``CheckOutOfMemory``. Not under a
+        sharded model, where one rank's retry would leave the others' collectives behind."""
+        done: set[int] = set()
+        while True:
+            pending = [item for item in items if id(item) not in done]
+            smallest = 0
+            try:
+                for group in self._groups(pending, enc_of):
+                    smallest = len(group)
+                    run(group)
+                    done.update(id(item) for item in group)
+                return
+            except Exception as err:
+                if not is_out_of_memory(err) or self.lockstep is not None:
+                    raise
+                message = f"{type(err).__name__}: {err}"
+            free_memory()  # out of the except block: the chunk's frames and tensors are gone
+            if smallest <= 1:
+                raise CheckOutOfMemory(
+                    f"the check ran out of memory with one probe a chunk ({message}); lower max_length or "
+                    "give the check more memory (smaller tokens_per_chunk does not help past this)."
+                )
+            self.chunk_tokens = max(1, self.chunk_tokens // 2)
+            log.warning("the check ran out of memory (%s); retrying with chunks of at most %d tokens.",
+                        message, self.chunk_tokens)
 
     def _integrate(self, tasks: list[_Task]) -> None:
         """Captum's fixed-grid rules (its alphas and weights) on the same path evaluation,

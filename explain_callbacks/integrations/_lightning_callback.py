@@ -69,8 +69,9 @@ class AttributionDriftLogic:
     of a dict or ``BatchEncoding``, or a tuple's id and label tensors); the sampler is never
     touched. They are kept in the checkpoint.
 
-    FSDP and DeepSpeed are refused at setup; under DDP every rank attributes its share of
-    the probes and rank zero logs once.
+    Under DDP every rank attributes its share of the probes and rank zero logs once; under
+    ModelParallelStrategy (``fully_shard`` in ``configure_model``) every rank runs every probe in
+    lockstep. FSDPStrategy (FSDP1) and DeepSpeed are refused at setup.
     """
 
     _pl: Any = None  # the Lightning namespace module, set by each namespace's class

@@ -9,7 +9,9 @@ from explain_callbacks.attribution.records import CheckResult
 from explain_callbacks.run.directory import default_run_name as unique_run_name
 from explain_callbacks.run.sinks.base import RunInfo
 
-REFUSED_STRATEGIES = ("FSDP", "DeepSpeed")
+# FSDP1 and DeepSpeed run the model through a wrapper the check cannot call into (and neither runs on
+# CPU here); FSDP2 under ModelParallelStrategy is checked in lockstep (``attribution.distributed``).
+REFUSED_STRATEGIES = ("FSDPStrategy", "DeepSpeed")
 
 
 class LoggerSink:
@@ -32,9 +34,10 @@ def refuse_sharded_strategy(strategy: Any) -> None:
     names = [cls.__name__ for cls in type(strategy).__mro__]
     if any(word in name for name in names for word in REFUSED_STRATEGIES):
         raise ValueError(
-            f"AttributionDriftCallback does not support {type(strategy).__name__}: it shards the "
-            "parameters across ranks, so a check cannot run the whole model on one rank. Use "
-            "strategy='ddp' (or a single device), or attribute a saved checkpoint after training."
+            f"AttributionDriftCallback does not support {type(strategy).__name__}: the model runs "
+            "through its wrapper, which a check cannot call into. Use ModelParallelStrategy with "
+            "fully_shard (FSDP2) in configure_model, where checks run on the sharded model in "
+            "lockstep, or strategy='ddp' (or a single device)."
         )
 
 

@@ -150,7 +150,8 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
                 "(eval_strategy='no'); set eval_strategy='epoch' or 'steps', or run_on='epoch_end'."
             )
         model = kwargs["model"]
-        model = getattr(model, "module", model)  # DDP's wrapper: attribute the module it trains
+        if type(model).__name__ != "FullyShardedDataParallel":  # FSDP1's root gathers its shards: run through it
+            model = getattr(model, "module", model)  # DDP's wrapper: attribute the module it trains
         stored = stored_state(state, type(self).__name__) if state.global_step > 0 else {}
         probes = sample_probes(self.options, stored.get("resume_state"), trainer, kwargs, self.sampling)
         tokenizer = find_tokenizer(self.tokenizer, trainer, kwargs)
