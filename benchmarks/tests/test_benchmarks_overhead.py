@@ -99,3 +99,19 @@ def test_benchmarks_measure_without_patching_the_package(name: str):
     live objects nor reach into private ones, so an engine refactor cannot break them silently."""
     source = (SCRIPT.parent / name).read_text()
     assert not PRIVATE_USE.findall(source)
+
+
+def test_overhead_budget_tiny_run_prints_every_arm_and_the_checks_that_ran(tmp_path: Path):
+    script = SCRIPT.parent / "overhead_budget.py"
+    args = [sys.executable, str(script), "--tiny", "--epochs", "3", "--out", str(tmp_path), "--name", "budget"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, env=ENV)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "budget.json").read_text())
+    arms = [r["arm"] for r in report["runs"]]
+    assert arms == arms[:4] + arms[:4][::-1] and len(set(arms)) == 4  # mirrored: drift hits every arm alike
+    exact = [r for r in report["runs"] if r["arm"] == "every epoch, no budget"]
+    assert all(r["checks"] == [0, 1, 2] for r in exact)
+    for run in report["runs"]:
+        if run["arm"] in ("defaults", "every epoch, max_overhead 0.05"):
+            assert run["checks"][0] == 0 and run["checks"][-1] == 2  # a tiny check is over budget: first and last
+    assert "recorded share" in done.stdout and "defaults:" in done.stdout
