@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import torch
 
 from explain_callbacks.attribution.convergence import convergence_summary
+from explain_callbacks.attribution.counting import PhaseCount
 from explain_callbacks.attribution.engine import AttributionEngine
 from explain_callbacks.attribution.probes import ProbeSet, as_probe_set
 from explain_callbacks.attribution.records import (
@@ -141,6 +142,7 @@ class AttributionMonitor:
         self._finished = False
         self._restored = False
         self._last_check_end: float | None = None  # perf_counter at set-up, then after each check
+        self._counted = engine.counter.totals()  # the engine's forwards up to the previous check
         self.engine.prepare(self.probes)
 
     # --------------------------------------------------------------- lifecycle
@@ -351,7 +353,8 @@ class AttributionMonitor:
         )
         # what can fail (discovery runs the model) comes before the tracker records the check,
         # so a failed evaluation leaves no history row behind
-        ranked = self.discovery.rank(snapshot, predict_fn=partial(self.engine.predict, probabilities=True))
+        with self.engine.counter.phase("discovery"):
+            ranked = self.discovery.rank(snapshot, predict_fn=partial(self.engine.predict, probabilities=True))
         self._candidates = [dict(c) for c in self.rules.lead_with_alerting(ranked)]
         new_alerts = self.rules.evaluate(snapshot, self._candidates)
         convergence = convergence_summary(attributions)
@@ -359,7 +362,7 @@ class AttributionMonitor:
         drift = self.tracker.update(snapshot)
         token_table = self.tracker.token_table(snapshot)
         now = time.perf_counter()
-        snapshot.timings = {"attribute_s": attribute_s, "total_s": now - started}
+        snapshot.timings = {"attribute_s": attribute_s, "total_s": now - started, **self._phase_timings()}
         if self._last_check_end is not None:  # training time plus this check, since the last one
             snapshot.timings["since_previous_s"] = now - self._last_check_end
         self._last_check_end = now
@@ -376,6 +379,23 @@ class AttributionMonitor:
             alerts=list(self.rules.alerts),
             candidates=self._candidates,
         )
+
+    def _phase_timings(self) -> dict[str, float]:
+        """Seconds, forward passes and texts of attribution, discovery (counterfactual tests) and
+        calibration (the model probing of the first check, or of set-up) since the previous check,
+        and the gradient evaluations per (probe, target) this rank attributed."""
+        counts = self.engine.counter.since(self._counted)
+        self._counted = self.engine.counter.totals()
+        timings: dict[str, float] = {}
+        for phase in ("attribution", "discovery", "calibration"):
+            count = counts.get(phase)
+            timings[f"{phase}_s"] = count.seconds if count else 0.0
+            timings[f"{phase}_forwards"] = count.forwards if count else 0
+            timings[f"{phase}_texts"] = count.texts if count else 0
+        attribution = counts.get("attribution", PhaseCount())
+        timings["gradient_evaluations"] = attribution.gradient_evaluations
+        timings["gradient_evaluations_per_probe"] = attribution.gradient_evaluations / max(1, attribution.records)
+        return timings
 
     # ----------------------------------------------------------------- results
     def summary(self) -> dict[str, Any]:

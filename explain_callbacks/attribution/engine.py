@@ -33,6 +33,7 @@ import torch
 from captum.attr._utils.approximation_methods import approximation_parameters
 
 from explain_callbacks.attribution.adapters import AdapterError, EncodedProbe, ModelAdapter, ModelBatch, as_adapter
+from explain_callbacks.attribution.counting import ForwardCounter
 from explain_callbacks.attribution.isolation import full_precision, isolated_from_training
 from explain_callbacks.attribution.probes import Probe, ProbeSet, as_probe_set
 from explain_callbacks.attribution.quadrature import interval_errors, points_to_add, trapezoid_weights, uniform_points
@@ -181,6 +182,7 @@ class AttributionEngine:
         self._fixed_targets: dict[str, list[int]] = {}
         self._prepared: dict[str, EncodedProbe] = {}  # prepare()'s encodings, by probe content
         self.calibration: Calibration | None = None
+        self.counter = ForwardCounter()  # forward passes and seconds by phase (monitor timings)
 
     # ----------------------------------------------------------------- targets
     def _check_target_spec(self, target: str | int) -> str | int:
@@ -305,7 +307,7 @@ class AttributionEngine:
         self._apply(cal)
         if not encoded:
             return cal
-        with full_precision():
+        with full_precision(), self.counter.phase("calibration"):
             short = min(encoded, key=len)
             width = max(len(e) for e in encoded)
             if width > len(short) and "width" in inspect.signature(self.adapter.batch).parameters:
@@ -338,6 +340,7 @@ class AttributionEngine:
                 path = baselines + a * (inputs - baselines)
                 with self._embedding_replaced(batch, path):
                     outs.append(adapter.forward(batch.input_ids, *batch.forward_kwargs.values()).float().cpu())
+                self.counter.count(batch.input_ids)
                 _check_finite(outs[-1], [e.probe.id for _, e in group])
             for j, (i, _) in enumerate(group):
                 rows[i] = [o[j] for o in outs]
@@ -421,7 +424,7 @@ class AttributionEngine:
             probe_list = list(as_probe_set(probe_list))
         encoded = self._encode(probe_list)
         adapter = self.adapter
-        with isolated_from_training(adapter.model):
+        with isolated_from_training(adapter.model), self.counter.phase("attribution"):
             self.calibrate(encoded)
             # The path evaluates alpha = 1, which is the forward pass of x: a separate forward is
             # needed only where the target is the prediction and not yet fixed.
@@ -438,6 +441,7 @@ class AttributionEngine:
                 self._integrate_adaptive(tasks)
             else:
                 self._integrate(tasks)
+            self.counter.count_records(len(tasks))
         return [self._record(t) for t in tasks]
 
     def _encode(self, probes: list[Probe]) -> list[EncodedProbe]:
@@ -508,6 +512,7 @@ class AttributionEngine:
             for group in self._groups(list(enumerate(encoded)), lambda ie: ie[1]):
                 batch = self.adapter.batch([e for _, e in group])
                 logits = self.adapter.forward(batch.input_ids, *batch.forward_kwargs.values()).float().cpu()
+                self.counter.count(batch.input_ids)
                 _check_finite(logits, [e.probe.id for _, e in group])
                 for (i, _), row in zip(group, logits):
                     out[i] = row
@@ -579,6 +584,7 @@ class AttributionEngine:
                 path = (baselines + alphas.view(-1, *[1] * (inputs.dim() - 1)) * direction).requires_grad_()
                 with self._embedding_replaced(batch, path):
                     logits = self.adapter.forward(batch.input_ids, *batch.forward_kwargs.values())
+                self.counter.count(batch.input_ids, gradients=True)
                 targets = torch.tensor([t.target for t, _ in group], device=logits.device)
                 chosen = logits.gather(1, targets[:, None]).squeeze(1)
                 _check_finite(logits.detach(), [t.enc.probe.id for t, _ in group])
