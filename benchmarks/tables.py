@@ -28,3 +28,16 @@ def cells_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], align: st
     lines = ["| " + " | ".join(headers) + " |", "|" + "".join("---|" if a == "l" else "---:|" for a in align)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def print_rich(columns: Sequence[Column], rows: Sequence[dict[str, Any]], title: str, width: int = 160) -> None:
+    """The same table in the terminal (rich), the first column left-aligned."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for key, header, _ in columns:
+        table.add_column(header, justify="left" if key == columns[0][0] else "right")
+    for r in rows:
+        table.add_row(*(cell(r, k, f) for k, _, f in columns))
+    Console(width=width).print(table)

@@ -21,6 +21,7 @@ import torch
 
 from explain_callbacks.attribution.adapters import ModelAdapter
 from explain_callbacks.attribution.convergence import convergence_summary
+from explain_callbacks.attribution.counting import PhaseCount
 from explain_callbacks.attribution.engine import AttributionEngine
 from explain_callbacks.attribution.probes import ProbeSet, as_probe_set
 from explain_callbacks.attribution.records import (
@@ -132,6 +133,7 @@ class AttributionMonitor:
         self._setup_at: float | None = None  # perf_counter at set-up: the overhead budget's clock
         self._overhead = {"check_s": 0.0, "elapsed_s": 0.0, "skipped": 0}  # before set-up (a resumed run's)
         self._last_check_step: int | None = None
+        self._counted = engine.counter.totals()  # the engine's forwards up to the previous check
         self.engine.prepare(self.probes)
 
     @classmethod
@@ -483,7 +485,8 @@ class AttributionMonitor:
         # so a failed evaluation leaves no history row behind
         lockstep = self.engine.lockstep
         predict = self.engine.predict if lockstep is None else lockstep.lead(self.engine.predict)
-        ranked = self.discovery.rank(snapshot, predict_fn=partial(predict, probabilities=True))
+        with self.engine.counter.phase("discovery"):
+            ranked = self.discovery.rank(snapshot, predict_fn=partial(predict, probabilities=True))
         self._candidates = [dict(c) for c in self.rules.lead_with_alerting(ranked)]
         new_alerts = self.rules.evaluate(snapshot, self._candidates)
         convergence = convergence_summary(attributions)
@@ -491,7 +494,7 @@ class AttributionMonitor:
         drift = self.tracker.update(snapshot)
         token_table = self.tracker.token_table(snapshot)
         now = time.perf_counter()
-        snapshot.timings = {"attribute_s": attribute_s, "total_s": now - started}
+        snapshot.timings = {"attribute_s": attribute_s, "total_s": now - started, **self._phase_timings()}
         if self._last_check_end is not None:  # training time plus this check, since the last one
             snapshot.timings["since_previous_s"] = now - self._last_check_end
         self._last_check_end = now
@@ -513,6 +516,23 @@ class AttributionMonitor:
             candidates=self._candidates,
             schedule_note=self._next_check_note(),
         )
+
+    def _phase_timings(self) -> dict[str, float]:
+        """Seconds, forward passes and texts of attribution, discovery (counterfactual tests) and
+        calibration (the model probing of the first check, or of set-up) since the previous check,
+        and the gradient evaluations per (probe, target) this rank attributed."""
+        counts = self.engine.counter.since(self._counted)
+        self._counted = self.engine.counter.totals()
+        timings: dict[str, float] = {}
+        for phase in ("attribution", "discovery", "calibration"):
+            count = counts.get(phase)
+            timings[f"{phase}_s"] = count.seconds if count else 0.0
+            timings[f"{phase}_forwards"] = count.forwards if count else 0
+            timings[f"{phase}_texts"] = count.texts if count else 0
+        attribution = counts.get("attribution", PhaseCount())
+        timings["gradient_evaluations"] = attribution.gradient_evaluations
+        timings["gradient_evaluations_per_probe"] = attribution.gradient_evaluations / max(1, attribution.records)
+        return timings
 
     # ----------------------------------------------------------------- results
     def summary(self) -> dict[str, Any]:

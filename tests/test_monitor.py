@@ -248,3 +248,25 @@ def test_a_training_batch_it_cannot_read_stops_gathering_not_training(trained, c
     assert monitor.statistics.n_examples == 4
     with pytest.raises(ValueError):  # the explicit call of a custom loop still says what is wrong
         make_monitor(trained, None).observe(input_ids=bad["input_ids"], labels=bad["labels"])
+
+
+def test_timings_count_each_phase_forwards_against_what_ran(trained, tmp_path):
+    """Attribution, discovery and calibration each get seconds, forward passes and texts per
+    check: the gradient evaluations are the points every probe's integral used, the discovery
+    texts those the counterfactual tests ran through the model, calibration only once."""
+    monitor = make_monitor(trained, tmp_path, training_texts=TEXTS, training_labels=LABELS, verbose=False)
+    first, second = monitor.check(step=1, epoch=0), monitor.check(step=2, epoch=1)
+    for result in (first, second):
+        timings = result.snapshot.timings
+        points = sum(a.n_steps for a in result.snapshot.attributions)
+        assert timings["gradient_evaluations"] == points
+        assert timings["gradient_evaluations_per_probe"] == pytest.approx(points / len(PROBES))
+        assert timings["attribution_forwards"] >= 1 and timings["attribution_texts"] >= points
+        assert timings["discovery_texts"] == monitor.discovery.last_rank_forwards > 0
+        assert timings["discovery_forwards"] >= 1 and timings["discovery_s"] > 0
+        assert timings["attribution_s"] <= timings["attribute_s"] + 0.05  # calibration may run at set-up, before
+        assert all(isinstance(v, (int, float)) for v in timings.values())
+    assert first.snapshot.timings["calibration_forwards"] > 0 and first.snapshot.timings["calibration_s"] > 0
+    assert second.snapshot.timings["calibration_forwards"] == 0 == second.snapshot.timings["calibration_s"]
+    row = monitor.summary()["checks"][1]["timings"]
+    assert row["discovery_texts"] == second.snapshot.timings["discovery_texts"]

@@ -52,3 +52,27 @@ def test_speed_benchmark_smoke(tmp_path: Path):
     table = (tmp_path / "speed.md").read_text()
     for method in expected:
         assert f"| {method} |" in table
+
+
+@pytest.mark.slow
+def test_quadrature_benchmark_smoke(tmp_path: Path):
+    """The quadrature benchmark plays every policy on densely sampled integrands of a real model
+    and writes both checks' tables."""
+    script = Path(__file__).resolve().parents[1] / "quadrature.py"
+    args = [sys.executable, str(script), "--probes", "2", "--long", "0", "--dense", "24", "--train-examples", "16",
+            "--threads", "1", "--out", str(tmp_path)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "quadrature.json").read_text())
+    first, second = report["tables"].values()
+    rows = {r["policy"]: r for r in first}
+    assert rows["engine default: 12 intervals, bisected"]["evaluations"] >= 13
+    assert rows["engine defaults, run for real (check of the stand-in)"]["evaluations"] >= 13
+    assert rows["Gauss-Legendre 8 (fixed)"]["evaluations"] == 8
+    assert rows["uniform doubling from 6 intervals"]["evaluations"] >= 7
+    for row in first + second:
+        assert 0 <= row["share_under_tolerance"] <= 1 and row["mean_token_error"] >= 0
+    assert {r["policy"] for r in second} >= {"from the previous check's refined grid",
+                                             "previous scores as control variate, every 2nd point"}
+    assert "| engine default: 12 intervals, bisected |" in (tmp_path / "quadrature.md").read_text()

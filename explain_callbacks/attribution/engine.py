@@ -33,6 +33,7 @@ import torch
 from captum.attr._utils.approximation_methods import approximation_parameters
 
 from explain_callbacks.attribution.adapters import AdapterError, EncodedProbe, ModelAdapter, ModelBatch, as_adapter
+from explain_callbacks.attribution.counting import ForwardCounter
 from explain_callbacks.attribution.distributed import DEFAULT_SYNC_TIMEOUT_S, Lockstep, lockstep_for
 from explain_callbacks.attribution.isolation import full_precision, isolated_from_training
 from explain_callbacks.attribution.memory import CheckOutOfMemory, free_memory, is_out_of_memory
@@ -200,6 +201,7 @@ class AttributionEngine:
         self.sync_timeout_s = float(sync_timeout_s)
         self._lockstep: Lockstep | None | bool = False  # False: not looked at yet
         self.precision: str | None = None  # dtype the model embedded (and so computed) the last path in
+        self.counter = ForwardCounter()  # forward passes and seconds by phase (monitor timings)
 
     # ---------------------------------------------------------------- lockstep
     @property
@@ -353,7 +355,7 @@ class AttributionEngine:
         self._apply(cal)
         if not encoded:
             return cal
-        with full_precision():
+        with full_precision(), self.counter.phase("calibration"):
             short = min(encoded, key=len)
             width = max(len(e) for e in encoded)
             if width > len(short) and "width" in inspect.signature(self.adapter.batch).parameters:
@@ -388,6 +390,7 @@ class AttributionEngine:
                 with self._embedding_replaced(batch, point):
                     (out,) = self._agreed(self._gated_forward(batch).float().cpu())
                 outs.append(out)
+                self.counter.count(batch.input_ids)
                 _check_finite(outs[-1], [e.probe.id for _, e in group])
             for j, (i, _) in enumerate(group):
                 rows[i] = [o[j] for o in outs]
@@ -471,7 +474,7 @@ class AttributionEngine:
             probe_list = list(as_probe_set(probe_list))
         encoded = self._encode(probe_list)
         adapter = self.adapter
-        with isolated_from_training(adapter.model), self._collective():
+        with isolated_from_training(adapter.model), self._collective(), self.counter.phase("attribution"):
             self.calibrate(encoded)
             # The path evaluates alpha = 1, which is the forward pass of x: a separate forward is
             # needed only where the target is the prediction and not yet fixed.
@@ -488,6 +491,7 @@ class AttributionEngine:
                 self._integrate_adaptive(tasks)
             else:
                 self._integrate(tasks)
+            self.counter.count_records(len(tasks))
         return [self._record(t) for t in tasks]
 
     def _encode(self, probes: list[Probe]) -> list[EncodedProbe]:
@@ -558,6 +562,7 @@ class AttributionEngine:
             def forward(group: list[tuple[int, EncodedProbe]]) -> None:
                 batch = self.adapter.batch([e for _, e in group])
                 (logits,) = self._agreed(self._gated_forward(batch).float().cpu())
+                self.counter.count(batch.input_ids)
                 _check_finite(logits, [e.probe.id for _, e in group])
                 for (i, _), row in zip(group, logits):
                     out[i] = row
@@ -642,6 +647,7 @@ class AttributionEngine:
 
                 with self._embedding_replaced(batch, path_of):
                     logits = self._gated_forward(batch)
+                self.counter.count(batch.input_ids, gradients=True)
                 targets = torch.tensor([t.target for t, _ in group], device=logits.device)
                 chosen = logits.gather(1, targets[:, None]).squeeze(1)
                 _check_finite(logits.detach(), [t.enc.probe.id for t, _ in group])
