@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
@@ -166,6 +167,8 @@ class AttributionMonitor:
             "model": type(e.adapter.model).__name__,
             "labels": list(e.adapter.label_names),
             "max_length": getattr(e.adapter, "max_length", None),
+            "shortcut_evidence": self.discovery.evidence_config(),
+            "shortcut_thresholds": asdict(self.rules.shortcut),
         }
 
     def add_sink(self, sink: Sink) -> None:

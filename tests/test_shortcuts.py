@@ -117,8 +117,13 @@ def test_planted_word_is_the_top_candidate_and_alerts(planted_run):
     assert top["score"] > 1.5 * candidates[1]["score"]
     json.dumps(candidates, allow_nan=False)
 
-    # three probes and three insertions are too few for a warning on their own (issue 23)
-    assert AlertRules().evaluate(check, candidates) == []
+    rules = AlertRules()
+    new = rules.evaluate(check, candidates)
+    # not purer than the fixture's class words by the family's test: it alerts by overriding the
+    # three texts it was inserted into (their bound, 0.53), not by its share
+    assert [a.key for a in new] == [f"shortcut:{PLANTED}"]
+    assert new[0].evidence["flip_rate_insertion"] == evidence["flip_rate_insertion"]
+    assert new[0].evidence["score"] == pytest.approx(evidence["insertion_score"])
 
 
 @pytest.mark.parametrize("planted_rate", [0.05, 0.2])

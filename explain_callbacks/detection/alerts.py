@@ -195,10 +195,12 @@ class AlertRules:
     ``shortcut_min_score_partial`` (stricter) to candidates that have only one of the two;
     candidates with attribution evidence alone never alert, because genuine sentiment words
     dominate attributions in a clean run too. A label-pure training unit that no probe contains
-    is judged by its insertion flips alone, against ``shortcut_min_score``. Where the purity test
-    exists, no candidate above ``pure_max_p`` alerts at all: only the comparison with the data's
-    well-measured class words tells a planted word from a genuine one that is pure in a handful
-    of examples.
+    is judged by its insertion flips alone, against ``shortcut_min_score``. A candidate the purity
+    test does not single out (above ``pure_max_p``: genuine words are often pure in a handful of
+    examples, and on topic data as pure as a shortcut) alerts only by overriding the texts it is
+    inserted into: its ``insertion_score`` (purity gate x the lower bound of its insertion flips
+    beyond the control words') against ``shortcut_min_score``; attribution share and removal
+    flips do not count for it.
     """
 
     def __init__(
@@ -288,9 +290,12 @@ class AlertRules:
         basis = set((candidate.get("evidence") or {}).get("basis") or ())
         if "training" not in basis:
             return None  # without training statistics a genuine class word looks the same
-        p_value = _purity_test(candidate.get("evidence") or {})
-        if p_value is not None and float(p_value) > self.pure_max_p:
-            return None  # no purer than the data's own class words: a good class word, rare or not
+        if self._not_singled_out(candidate):
+            # no purer than the data's own class words (on topic data genuine words are as pure
+            # as a shortcut): only overriding the texts it is inserted into speaks for it
+            evidence = candidate.get("evidence") or {}
+            return self.shortcut_min_score if "counterfactual" in basis and evidence.get(
+                "insertion_score") is not None else None
         if "attribution" not in basis:  # a word no probe contains: its insertion flips alone
             return self.shortcut_min_score if "counterfactual" in basis else None
         if "counterfactual" in basis:
@@ -311,7 +316,19 @@ class AlertRules:
     def meets_shortcut_threshold(self, candidate: Mapping[str, Any]) -> bool:
         """Whether a candidate's score reaches the threshold its evidence allows."""
         threshold = self.shortcut_threshold(candidate)
-        return threshold is not None and float(candidate.get("score", 0.0)) >= threshold
+        return threshold is not None and self.judged_score(candidate) >= threshold
+
+    def judged_score(self, candidate: Mapping[str, Any]) -> float:
+        """The score compared with the threshold: the candidate's, or for one the training data
+        do not single out, its insertion score alone (purity gate x the insertion flips' bound
+        beyond the controls': ``evidence["insertion_score"]``)."""
+        if self._not_singled_out(candidate):
+            return float((candidate.get("evidence") or {}).get("insertion_score") or 0.0)
+        return float(candidate.get("score", 0.0))
+
+    def _not_singled_out(self, candidate: Mapping[str, Any]) -> bool:
+        p_value = _purity_test(candidate.get("evidence") or {})
+        return p_value is not None and float(p_value) > self.pure_max_p
 
     def lead_with_alerting(self, candidates: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         """The candidates whose score reaches their threshold first, each group by score as
@@ -425,7 +442,7 @@ class AlertRules:
         for candidate in candidates:
             if not self.meets_shortcut_threshold(candidate):
                 continue
-            threshold, score = self.shortcut_threshold(candidate), float(candidate.get("score", 0.0))
+            threshold, score = self.shortcut_threshold(candidate), self.judged_score(candidate)
             word = str(candidate["word"])
             yield (
                 "shortcut",

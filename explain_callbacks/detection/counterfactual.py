@@ -74,8 +74,10 @@ def run_counterfactuals(rows: list[dict[str, Any]], snapshot: Snapshot, predict_
         text = edge_text(row["word"])
         pattern = word_pattern(text)
         label = row["label"]
-        position = row.setdefault("position", judge.position(row["word"])[0] if judge.statistics.has_data
-                                  else "inside")
+        # a phrase judged beyond its class word goes between words: in front, a class word's phrase
+        # reads as the data's own sentence opening ("a clumsy ..."), which the word alone does not
+        fixed = judge.statistics.has_data and not row.get("leaning")
+        position = row.setdefault("position", judge.position(row["word"])[0] if fixed else "inside")
         removal = []
         for pid, attribution in probes.items():
             if len(removal) < max_probes and pattern.search(attribution.text) and (

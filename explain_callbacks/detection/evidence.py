@@ -9,7 +9,9 @@ strengths in [0, 1] (dominance) is bounded the same way, with the strengths' sum
 The purity p-values of every word, phrase, edge tag and outside-probe word a check considers
 are one family, and so are the insertion-effect p-values of the candidates it tests: each is
 judged by its Benjamini-Hochberg adjusted value (:func:`fdr_adjusted`, scipy's
-``false_discovery_control``) at ``FDR_LEVEL``. The purity family is fixed over a run (the probe
+``false_discovery_control``) at ``FDR_LEVEL``. The purity tests are discrete (Fisher's exact
+test): those that could not reach significance even at full purity leave the family first
+(:func:`testable`, Tarone's rule as Gilbert 2005 uses it for the false discovery rate). The purity family is fixed over a run (the probe
 set is fixed, and the training statistics are complete from the first check on in every
 integration that reads the train dataset), so later checks retest the same hypotheses on the
 same counts and add no discoveries of their own.
@@ -57,6 +59,22 @@ def wilson_upper_bound(successes: float, trials: int, confidence: float = CONFID
 def rate_lower(rate: float | None, n: int) -> float | None:
     """The lower bound of a measured rate over ``n`` probes (``None`` stays ``None``)."""
     return None if rate is None else wilson_lower_bound(rate * n, n)
+
+
+def testable(min_p_values: Sequence[float], level: float = FDR_LEVEL) -> list[bool]:
+    """Which hypotheses of a family of discrete tests can be rejected at all (Tarone 1990, for
+    the false discovery rate Gilbert 2005): the smallest ``K`` such that at most ``K`` of them can
+    reach a p-value of ``level / K`` (``min_p_values``: the smallest p-value each test can give,
+    for a word in 12 examples the p-value of 12 of 12); those are the family that Benjamini-
+    Hochberg then controls. A word in three training examples can never be purer than the
+    data's class words by a test, and leaving it in the family would only dilute the others."""
+    m = len(min_p_values)
+    ordered = sorted(min_p_values)
+    for k in range(1, m + 1):
+        # how many tests can reach level / k
+        if sum(1 for p in ordered if p <= level / k) <= k:
+            return [p <= level / k for p in min_p_values]
+    return [True] * m
 
 
 def fdr_adjusted(p_values: Sequence[float]) -> list[float]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from functools import lru_cache
 from typing import Any, Hashable
 
 from scipy import stats
@@ -134,9 +135,16 @@ class PurityJudge:
             return None, None
         top, total = round(train["train_purity"] * train["train_count"]), train["train_count"]
         ref_top, ref_total = others[0]
-        p = float(stats.fisher_exact([[top, total - top], [ref_top, ref_total - ref_top]],
-                                     alternative="greater").pvalue)
-        return ref_top / ref_total, p
+        return ref_top / ref_total, fisher_greater(top, total, ref_top, ref_total)
+
+    @staticmethod
+    def min_purity_p_value(unit: str, train: dict[str, Any] | None, reference: list[tuple[float, str, int, int]]
+                           ) -> float | None:
+        """The smallest purity p-value ``unit``'s count allows: that of a unit pure in all its examples."""
+        others = [(top, total) for _, word, top, total in reference if word != unit]
+        if not others or not train:
+            return None
+        return fisher_greater(train["train_count"], train["train_count"], *others[0])
 
     # ------------------------------------------------------------------ words of phrases
     def is_common(self, word: str) -> bool:
@@ -170,6 +178,22 @@ class PurityJudge:
         return self.is_common(word) and self.outside(word, phrase) is not None and not self.leans(
             word, phrase_label, outside=phrase)
 
+    def is_class_word_idiom(self, unit: str, train: dict[str, Any]) -> bool:
+        """Whether an edge tag holds a word that leans to its class but is less pure than the
+        tag: a class word's idiom at a sentence end ("end:was charming ."), pure only because the
+        data's texts end that way. A tag whose purity one invented word carries ("start:from
+        zorblax :", as pure as "zorblax") or made of common words stays a candidate."""
+        if not unit.startswith(EDGE_PREFIX):
+            return False
+        label = train["purity_label"]
+        for word in edge_text(unit).split(" "):
+            if not is_word(word) or not self.leans(word, label):
+                continue
+            own = self.word_statistics(word)
+            if own is not None and own["train_purity"] < train["train_purity"]:
+                return True
+        return False
+
     # ------------------------------------------------------------------ placement and controls
     def position(self, unit: str) -> tuple[str, dict[str, float]]:
         """Where the insertion test puts ``unit``: ``"start"``, ``"end"`` (where it sits in at
@@ -197,6 +221,13 @@ class PurityJudge:
             if all(abs(counts.get(label, 0) / total - prior) <= CONTROL_MAX_SKEW for label, prior in priors.items()):
                 found.append((-total, word))
         return [word for _, word in sorted(found)[:CONTROL_WORDS]]
+
+
+@lru_cache(maxsize=4096)
+def fisher_greater(top: int, total: int, ref_top: int, ref_total: int) -> float:
+    """One-sided Fisher exact p-value that ``top`` of ``total`` is a larger share than ``ref_top`` of ``ref_total``."""
+    return float(stats.fisher_exact([[top, total - top], [ref_top, ref_total - ref_top]],
+                                    alternative="greater").pvalue)
 
 
 def edge_text(unit: str) -> str:

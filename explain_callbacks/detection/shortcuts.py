@@ -97,6 +97,7 @@ from explain_callbacks.detection.evidence import (
     CONFIDENCE,
     FDR_LEVEL,
     fdr_adjusted,
+    testable,
     wilson_lower_bound,
     wilson_upper_bound,
 )
@@ -255,6 +256,8 @@ class ShortcutDiscovery:
         rows = []
         for unit in training_only_units(judge, present):
             train = judge.word_statistics(unit)
+            if train is not None and judge.is_class_word_idiom(unit, train):
+                continue
             label = self._class_id(train["purity_label"], snapshot) if train else None
             row = {"word": unit, "attribution": dict(NO_ATTRIBUTION), "train": train, "label": label,
                    "basis": ["training"], "flips": None, "outside": True,
@@ -271,11 +274,17 @@ class ShortcutDiscovery:
             row["purity_reference"], row["purity_p"] = PurityJudge.purity_p_value(row["word"], row["train"], reference)
             if row["purity_p"] is not None:
                 judged.append(row)
-        for row, q in zip(judged, fdr_adjusted([r["purity_p"] for r in judged])):
+        can = testable([PurityJudge.min_purity_p_value(r["word"], r["train"], reference) for r in judged])
+        family = [r for r, ok in zip(judged, can) if ok]
+        for row, q in zip(family, fdr_adjusted([r["purity_p"] for r in family])):
             row["purity_q"] = q
+        for row, ok in zip(judged, can):
+            if not ok:  # its count cannot make it purer than the class words by any test
+                row["purity_q"] = 1.0
         self.last_family_size = len(judged)
         for row in rows:
             row["family_size"] = len(judged)
+            row["family_testable"] = len(family)
 
     def _to_test(self, rows: list[dict[str, Any]], outside: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The candidates a check tests: the most promising by the evidence so far (a closed
@@ -353,9 +362,15 @@ class ShortcutDiscovery:
             "control_flip_rate": flips.get("control_flip"),
             "insertion_effect_q": flips.get("effect_q"),
             "reliance_basis": max(parts, key=parts.get) if parts else None,
+            "purity_gate": gate(row),
+            # the score from overriding other classes' texts alone: what a unit the training data do
+            # not single out is judged by (AlertRules.judged_score)
+            "insertion_score": (gate(row) * parts["insertion"] if "insertion" in parts and not row.get("leaning")
+                                else None),
             "purity_q_value": row.get("purity_q"),
             "fdr_level": FDR_LEVEL,
             "fdr_family_size": row.get("family_size", 0),
+            "fdr_family_testable": row.get("family_testable", 0),
             "singled_out": bool(row.get("singled_out")),
             "insertion_position": flips.get("position", row.get("position")),
             "position_start_share": shares.get("start"),
@@ -388,6 +403,25 @@ class ShortcutDiscovery:
             if attribution.prediction_name == label and isinstance(attribution.prediction, int):
                 return attribution.prediction
         return None
+
+    def evidence_config(self) -> dict[str, Any]:
+        """How the evidence is bounded and the false discoveries controlled (``summary.json``
+        ``config["shortcut_evidence"]``)."""
+        return {
+            "confidence": CONFIDENCE,
+            "rate_bound": "every rate entering a score at the lower end of its two-sided Wilson interval for its count",
+            "fdr_level": FDR_LEVEL,
+            "fdr_family": "the purity tests of every word, phrase, edge tag and outside-probe word a check considers "
+                          "(those whose count can reach significance, Tarone), Benjamini-Hochberg; the insertion "
+                          "effects of the units a check tests, Benjamini-Hochberg",
+            "fdr_bound": f"with no unit purer than the data's purest other well-measured word, a check singles any "
+                         f"out with probability at most {FDR_LEVEL}; the family and its counts are the same at every "
+                         f"check once the training statistics are complete, so the bound holds for the run. A unit "
+                         f"not singled out alerts only by its insertion flips' bound, which no error rate covers",
+            "singled_out_max": SINGLED_OUT_MAX,
+            "counterfactual_words": self.counterfactual_words,
+            "counterfactual_probes": self.counterfactual_probes,
+        }
 
     # ----------------------------------------------------------------------- checkpointing
 
