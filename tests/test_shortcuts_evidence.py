@@ -221,3 +221,13 @@ def test_an_edge_tag_that_is_a_class_words_idiom_is_no_candidate():
     discovery = ShortcutDiscovery(texts, labels)
     tag = "start:from zorblax :"
     assert not discovery.judge.is_class_word_idiom(tag, discovery.word_statistics(tag))
+
+
+def test_the_verdict_says_what_the_family_made_of_the_purity_test():
+    from explain_callbacks.detection.verdict import training_sentence
+
+    evidence = {"train_count": 29, "train_purity": 1.0, "purity_label": 1, "purity_reference": 0.864,
+                "purity_p_value": 0.034, "purity_q_value": 0.61, "fdr_family_size": 412}
+    text = training_sentence(evidence, ["negative", "positive"])
+    assert "(29 of 29)" in text and "no purer than the purest well-measured class word" in text
+    assert "0.61 after the false-discovery control over the 412 units the check judged" in text
