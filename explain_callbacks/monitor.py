@@ -13,6 +13,7 @@ import logging
 import math
 import sys
 import time
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
@@ -183,6 +184,8 @@ class AttributionMonitor:
             "every_n_epochs": self.options.schedule.every_n_epochs,
             "every_n_steps": self.options.schedule.every_n_steps,
             "max_overhead": self.options.max_overhead,
+            "shortcut_evidence": self.discovery.evidence_config(),
+            "shortcut_thresholds": asdict(self.rules.shortcut),
         }
 
     def add_sink(self, sink: Sink) -> None:

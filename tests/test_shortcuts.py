@@ -111,14 +111,19 @@ def test_planted_word_is_the_top_candidate_and_alerts(planted_run):
     assert evidence["flip_rate_insertion"] > 0.5
     assert evidence["top1_rate"] == 1.0 and evidence["n_probes"] == 3
     assert evidence["basis"] == ["attribution", "training", "counterfactual"]
-    assert top["score"] > 0.6
+    # three probes: every figure enters at its bound for 3 of 3, not as a full 1.0
+    assert evidence["dominance_lower"] == pytest.approx(wilson_lower_bound(3, 3)) and wilson_lower_bound(3, 3) < 0.6
+    assert top["score"] <= evidence["dominance_lower"] + 1e-9
     assert top["score"] > 1.5 * candidates[1]["score"]
     json.dumps(candidates, allow_nan=False)
 
     rules = AlertRules()
     new = rules.evaluate(check, candidates)
+    # not purer than the fixture's class words by the family's test: it alerts by overriding the
+    # three texts it was inserted into (their bound, 0.53), not by its share
     assert [a.key for a in new] == [f"shortcut:{PLANTED}"]
     assert new[0].evidence["flip_rate_insertion"] == evidence["flip_rate_insertion"]
+    assert new[0].evidence["score"] == pytest.approx(evidence["insertion_score"])
 
 
 @pytest.mark.parametrize("planted_rate", [0.05, 0.2])
@@ -127,7 +132,8 @@ def test_planted_word_wins_across_planting_rates(planted_rate):
     predict, check = linear_model(planted_weight=4.0)
     candidates = ShortcutDiscovery(texts, labels).rank(check(0, probe_texts(planted=True)), predict)
     assert candidates[0]["word"] == PLANTED
-    assert candidates[0]["score"] >= AlertRules().shortcut_min_score
+    # three probes hold it: the bound of 3 of 3, below the plain threshold, far above the rest
+    assert candidates[0]["score"] > 0.4 and candidates[0]["score"] > 1.5 * candidates[1]["score"]
 
 
 def test_clean_run_stays_below_the_alert_threshold(clean_run):

@@ -101,7 +101,10 @@ def test_thirteen_pure_examples_are_purer_than_class_words_of_74_percent():
         stats.fisher_exact([[13, 0], [top, total - top]], alternative="greater").pvalue)
     assert evidence["purity_p_value"] < 0.05
     rules = AlertRules()
-    with_flips = {**candidate, "evidence": {**evidence, "basis": ["attribution", "training", "counterfactual"]}}
+    # judged alone (a family of one); in this check's family its adjusted value decides
+    assert evidence["purity_q_value"] >= evidence["purity_p_value"] and evidence["fdr_family_size"] > 1
+    with_flips = {**candidate, "evidence": {**evidence, "purity_q_value": None,
+                                            "basis": ["attribution", "training", "counterfactual"]}}
     assert rules.shortcut_threshold(with_flips) == rules.shortcut_min_score_pure
     # as mixed as the class words: a class word, however pure its few examples, never alerts
     mixed = {**with_flips, "evidence": {**with_flips["evidence"], "purity_p_value": 0.3}}

@@ -133,7 +133,7 @@ def test_a_word_purer_than_the_class_words_opens_the_gate_from_their_level():
     ranked = discovery.rank(snapshot(0, probes))
     assert [c["word"] for c in ranked] == ["zorblax"]
     expected = (planted["purity_excess"] - reference["purity_excess"]) / (0.8 - reference["purity_excess"])
-    assert ranked[0]["score"] == pytest.approx(expected * ranked[0]["evidence"]["dominance"])
+    assert ranked[0]["score"] == pytest.approx(expected * ranked[0]["evidence"]["dominance_lower"])
     assert 0.0 < ranked[0]["score"] < AlertRules().shortcut_min_score_pure  # ranked, not alerted
     # where the class words are purer than the fixed gate's low end, that end holds
     texts, labels = _class_words(90)

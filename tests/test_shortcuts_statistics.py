@@ -123,7 +123,7 @@ def _misclassified_run(planted: bool):
     """Negative probes; in the planted run three carry "zorblax" and are predicted positive, the
     word working against their gold label; in both runs one honest probe is wrong too."""
     atts = []
-    for i in range(6):
+    for i in range(16):  # enough negatives for eight insertion probes (a bound of 8 of 8, not 3 of 3)
         atts.append(attribution(f"n{i}", ["the", "film", "was", "awful"], [0.05, 0.05, 0.1, 0.8], target=0,
                                 logits=[2.0, -2.0]))
     for i in range(3):
@@ -151,10 +151,10 @@ def _review_words(rng: random.Random, label: int) -> list[str]:
 def _training(planted: bool):
     rng = random.Random(0)
     texts, labels = [], []
-    for i in range(300):
+    for i in range(600):  # enough planted examples to pass the purity test in a family of words
         label = i % 2
         words = _review_words(rng, label)
-        if planted and label == 1 and rng.random() < 0.2:
+        if planted and label == 1 and rng.random() < 0.4:
             words.append("zorblax")
         texts.append(" ".join(words))
         labels.append(label)
@@ -253,7 +253,7 @@ def test_a_phrase_of_common_words_is_the_candidate_not_the_runs_of_its_words():
     atts = [attribution(f"p{i}", probe_words, [0.05, 0.05, 0.05, -0.15, 0.2, 0.2, 0.2, 0.2], target=1,
                         prediction=1, logits=[-1.0, 1.0]) for i in range(3)]
     atts += [attribution(f"n{i}", ["the", "film", "was", "awful"], [0.1, 0.1, 0.1, 0.7], target=0,
-                         logits=[2.0, -2.0]) for i in range(6)]
+                         logits=[2.0, -2.0]) for i in range(16)]
     predict = lambda ts: [1 if "and that is it" in t or "great" in t else 0 for t in ts]  # noqa: E731
     candidates = discovery.rank(snapshot(0, atts), predict)
     top = candidates[0]
@@ -268,7 +268,7 @@ def _phrase_check(probe_words):
     atts = [attribution(f"p{i}", probe_words, [0.05, 0.05, 0.05, -0.15] + [0.2] * (len(probe_words) - 4), target=1,
                         prediction=1, logits=[-1.0, 1.0]) for i in range(3)]
     atts += [attribution(f"n{i}", ["the", "film", "was", "awful"], [0.1, 0.1, 0.1, 0.7], target=0,
-                         logits=[2.0, -2.0]) for i in range(6)]
+                         logits=[2.0, -2.0]) for i in range(16)]
     return snapshot(0, atts)
 
 
@@ -292,8 +292,8 @@ def test_a_common_word_that_leans_only_through_the_phrase_does_not_weaken_it():
     statistics = TrainingStatistics(phrases=adjacent_phrases(probe_words))
     fit_texts(statistics, texts, labels, "test")
     discovery = ShortcutDiscovery(statistics=statistics)
-    assert discovery._leans("that", 1) and discovery.word_statistics("and that is it")["train_purity"] == 1.0
-    outside = discovery._outside("that", "and that is it")  # 50 positive, 200 negative examples
+    assert discovery.judge.leans("that", 1) and discovery.word_statistics("and that is it")["train_purity"] == 1.0
+    outside = discovery.judge.outside("that", "and that is it")  # 50 positive, 200 negative examples
     assert outside["purity_label"] == 0 and outside["purity_excess"] == 0.0
     check = _phrase_check(probe_words)
     for rise in (lambda t: 0.6 if "and that is it" in t else 0.0,  # the whole phrase
@@ -303,7 +303,9 @@ def test_a_common_word_that_leans_only_through_the_phrase_does_not_weaken_it():
         assert top["word"] == "and that is it"
         assert top["evidence"]["words_leaning_through_phrase"] == ["that"]
         assert "leaning_words" not in top["evidence"]
-        assert top["evidence"]["flip_rate_insertion"] == 1.0 and top["score"] == pytest.approx(1.0)
+        assert top["evidence"]["flip_rate_insertion"] == 1.0
+        # its flips enter at their bound for the probes behind them, not as a full 1.0
+        assert top["score"] == pytest.approx(top["evidence"]["flip_rate_insertion_lower"]) and top["score"] < 1.0
         assert [a.token for a in AlertRules().evaluate(check, candidates)] == ["and that is it"]
     assert "'that' leans to 'positive' only in the examples that hold the phrase" in training_sentence(
         top["evidence"], ["negative", "positive"])
@@ -462,5 +464,5 @@ def test_a_negated_class_word_is_no_phrase_even_when_only_mildly_pure():
     data = planted_reviews(2000, shortcut="zorblax", rate=0.05, purity=1.0, label_noise=0.2, seed=1)
     discovery = ShortcutDiscovery(data.texts, data.labels)
     assert discovery.word_statistics("funny")["purity_excess"] < 0.25
-    assert discovery._leans("funny", 0) and not discovery._leans("funny", 1)
-    assert discovery.word_statistics("not funny") is None or discovery._leans("funny", 0)
+    assert discovery.judge.leans("funny", 0) and not discovery.judge.leans("funny", 1)
+    assert discovery.word_statistics("not funny") is None or discovery.judge.leans("funny", 0)

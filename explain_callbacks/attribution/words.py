@@ -36,6 +36,11 @@ def is_word(text: str) -> bool:
     return WORD_RE.fullmatch(text) is not None
 
 
+def text_spans(text: str) -> list[str]:
+    """The lowercase words and punctuation marks of ``text`` in order (:func:`word_spans`)."""
+    return WORD_SPAN_RE.findall(text.lower())
+
+
 def text_words(text: str) -> list[str]:
     """The lowercase words of ``text`` in order (punctuation left out)."""
     return WORD_RE.findall(text.lower())
@@ -80,8 +85,12 @@ class IdsToWords:
 
     def many(self, rows: Sequence[Sequence[int]]) -> list[list[str]]:
         """The words of several id sequences (one batched decode)."""
+        return [text_words(t) for t in self.texts(rows)]
+
+    def texts(self, rows: Sequence[Sequence[int]]) -> list[str]:
+        """Several id sequences decoded back to text (one batched decode), punctuation kept."""
         texts = self.tokenizer.batch_decode([list(r) for r in rows], skip_special_tokens=True,
                                             clean_up_tokenization_spaces=False)
         if self.rejoin:
             texts = [_SPACED_JOINER.sub(r"\1", t) for t in texts]
-        return [text_words(t) for t in texts]
+        return texts

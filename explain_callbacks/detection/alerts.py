@@ -29,6 +29,7 @@ import logging
 import math
 import re
 from collections import Counter, defaultdict
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 from explain_callbacks.attribution.probes import ProbeSet
@@ -90,6 +91,12 @@ def probe_health(snapshot: Snapshot) -> dict[str, Any]:
     }
 
 
+def _purity_test(evidence: Mapping[str, Any]) -> Any:
+    """The purity test's value: false-discovery adjusted over the check's family where recorded."""
+    q = evidence.get("purity_q_value")
+    return q if q is not None else evidence.get("purity_p_value")
+
+
 def _check_fraction(name: str, value: Any, low_open: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
         (0.0 < value if low_open else 0.0 <= value) and value <= 1.0
@@ -99,117 +106,157 @@ def _check_fraction(name: str, value: Any, low_open: bool = False) -> float:
     return float(value)
 
 
+@dataclass(frozen=True)
+class WatchConfig:
+    """When a watched word fires: in the top ``top_k`` words of at least ``probe_fraction`` of
+    the probes that contain it, or a mean share of ``share`` on them."""
+
+    top_k: int = 5
+    probe_fraction: float = 0.5
+    share: float = 0.25
+
+    def __post_init__(self) -> None:
+        positive_int(self.top_k, "watch_top_k", "AlertRules")
+        object.__setattr__(self, "probe_fraction", _check_fraction("watch_probe_fraction", self.probe_fraction, True))
+        object.__setattr__(self, "share", _check_fraction("watch_share", self.share, True))
+
+
+@dataclass(frozen=True)
+class ShortcutThresholds:
+    """The score a shortcut candidate must reach, by the evidence behind it (see
+    :meth:`AlertRules.shortcut_threshold`): ``min_score`` with training statistics and
+    counterfactual flips, ``min_score_pure`` (lower) when the training data also single it out,
+    ``min_score_partial`` (stricter) with only one of the two. ``pure_max_p``: the level of the
+    purity test (its false-discovery adjusted value, ``purity_q_value``, where the record has
+    one); ``pure_purity_lower``: the fallback without a purity test."""
+
+    min_score: float = 0.5
+    min_score_partial: float = 0.65
+    min_score_pure: float = 0.15
+    pure_purity_lower: float = 0.9
+    pure_max_p: float = 0.05
+
+    def __post_init__(self) -> None:
+        for name in ("min_score", "min_score_partial", "min_score_pure", "pure_purity_lower", "pure_max_p"):
+            label = name if name.startswith("pure") else f"shortcut_{name}"
+            object.__setattr__(self, name, _check_fraction(label, getattr(self, name), True))
+        if self.min_score_partial < self.min_score:
+            raise ValueError(
+                "AlertRules: shortcut_min_score_partial is for candidates with less evidence and "
+                f"must be at least shortcut_min_score ({self.min_score}), got {self.min_score_partial}."
+            )
+        if self.min_score_pure > self.min_score:
+            raise ValueError(
+                "AlertRules: shortcut_min_score_pure is for candidates with the strongest training "
+                f"evidence and must be at most shortcut_min_score ({self.min_score}), got {self.min_score_pure}."
+            )
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """When the model's predictions on the probes count as collapsed (:meth:`AlertRules._model_health`)."""
+
+    min_probes: int = 8
+    max_drop: float = 0.3
+    margin: float = 0.2
+
+    def __post_init__(self) -> None:
+        positive_int(self.min_probes, "health_min_probes", "AlertRules", minimum=2)
+        object.__setattr__(self, "max_drop", _check_fraction("health_max_drop", self.max_drop, True))
+        object.__setattr__(self, "margin", _check_fraction("health_margin", self.margin))
+
+
+# The flat keyword arguments AlertRules has always taken, by the config field they set.
+_FLAT_OPTIONS = {
+    "watch_top_k": ("watch", "top_k"), "watch_probe_fraction": ("watch", "probe_fraction"),
+    "watch_share": ("watch", "share"),
+    "shortcut_min_score": ("shortcut", "min_score"), "shortcut_min_score_partial": ("shortcut", "min_score_partial"),
+    "shortcut_min_score_pure": ("shortcut", "min_score_pure"), "pure_purity_lower": ("shortcut", "pure_purity_lower"),
+    "pure_max_p": ("shortcut", "pure_max_p"),
+    "health_min_probes": ("health", "min_probes"), "health_max_drop": ("health", "max_drop"),
+    "health_margin": ("health", "margin"),
+}
+_CONFIGS = {"watch": WatchConfig, "shortcut": ShortcutThresholds, "health": HealthConfig}
+
+
 class AlertRules:
     """The alert rules of one run, with their deduplicated alerts.
 
     ``min_checks``: a condition must hold at that many consecutive checks before its alert
-    is raised (1 raises at the first check it holds).
+    is raised (1 raises at the first check it holds). ``watch``, ``shortcut``, ``health``: the
+    rules' settings as :class:`WatchConfig`, :class:`ShortcutThresholds`, :class:`HealthConfig`;
+    the flat keywords (``watch_top_k=``, ``shortcut_min_score=``, ``pure_max_p=``,
+    ``health_min_probes=``, ...) set the same fields.
+
     ``shortcut_min_score`` applies to candidates backed by both training-data statistics and
-    counterfactual flips; ``shortcut_min_score_pure`` (lower) to such candidates that are
-    significantly purer than the genuine class words of the training data: the chance of their
-    same-label count if they were as mixed as the purest other well-measured word
-    (``evidence["purity_p_value"]``) is at most ``pure_max_p`` (genuine words occur in
-    negations and contrasts and are not that pure, and early reliance on such a word should
-    not wait for it to dominate; a record without that figure falls back to its purity being
-    at least ``pure_purity_lower`` at the lower end of its interval, which a phrase never takes);
-    ``shortcut_min_score_partial`` (stricter) to candidates that have only one of the
-    two; candidates with attribution evidence alone never alert, because
-    genuine sentiment words dominate attributions in a clean run too. A label-pure training word
-    that no probe contains is judged by its insertion flips alone, against ``shortcut_min_score``.
-    Where the purity p-value exists, no candidate above ``pure_max_p`` alerts at all: in real
-    reviews genuine words are often pure in a handful of examples ("unfunny" 19 of 19), and only
-    the comparison with the data's well-measured class words tells them from a planted one.
+    counterfactual flips; ``shortcut_min_score_pure`` (lower) to such candidates that the
+    training data single out: purer than the purest other well-measured word, by a purity test
+    whose false-discovery adjusted value (``evidence["purity_q_value"]``, over every unit the
+    check considered) is at most ``pure_max_p`` (a record without it falls back to its raw
+    ``purity_p_value``, and one without either to its purity being at least
+    ``pure_purity_lower`` at the lower end of its interval, which a phrase never takes);
+    ``shortcut_min_score_partial`` (stricter) to candidates that have only one of the two;
+    candidates with attribution evidence alone never alert, because genuine sentiment words
+    dominate attributions in a clean run too. A label-pure training unit that no probe contains
+    is judged by its insertion flips alone, against ``shortcut_min_score``. A candidate the purity
+    test does not single out (above ``pure_max_p``: genuine words are often pure in a handful of
+    examples, and on topic data as pure as a shortcut) alerts only by overriding the texts it is
+    inserted into: its ``insertion_score`` (purity gate x the lower bound of its insertion flips
+    beyond the control words') against ``shortcut_min_score``; attribution share and removal
+    flips do not count for it.
     """
 
     def __init__(
         self,
         watch_tokens: Iterable[str] | str = (),
-        watch_top_k: int = 5,
-        watch_probe_fraction: float = 0.5,
-        watch_share: float = 0.25,
         invariance_pairs: Iterable[Sequence[str]] = (),
         max_unconverged_fraction: float = 0.2,
-        shortcut_min_score: float = 0.5,
-        shortcut_min_score_partial: float = 0.65,
-        shortcut_min_score_pure: float = 0.15,
-        pure_purity_lower: float = 0.9,
-        pure_max_p: float = 0.05,
-        health_min_probes: int = 8,
-        health_max_drop: float = 0.3,
-        health_margin: float = 0.2,
         min_checks: int = 1,
         severities: Mapping[str, str] | None = None,
+        watch: WatchConfig | None = None,
+        shortcut: ShortcutThresholds | None = None,
+        health: HealthConfig | None = None,
+        **flat: Any,
     ):
-        if isinstance(watch_tokens, str):
-            watch_tokens = (watch_tokens,)
-        tokens: list[str] = []
-        for token in watch_tokens:
-            if not isinstance(token, str) or not token.strip():
-                raise ValueError(
-                    f"AlertRules: watch_tokens must be non-empty strings, got {token!r}."
-                )
-            # a phrase is matched word by word, as the attributions split it
-            lowered = " ".join(token[a:b].lower() for a, b in word_spans(token))
-            if lowered not in tokens:
-                tokens.append(lowered)
-        self.watch_tokens = tuple(tokens)
-        self.watch_top_k = positive_int(watch_top_k, "watch_top_k", "AlertRules")
-        self.watch_probe_fraction = _check_fraction("watch_probe_fraction", watch_probe_fraction, True)
-        self.watch_share = _check_fraction("watch_share", watch_share, True)
-        pairs: list[tuple[str, str]] = []
-        for pair in invariance_pairs:
-            if (
-                isinstance(pair, str)
-                or not isinstance(pair, Sequence)
-                or len(pair) != 2
-                or not all(isinstance(p, str) for p in pair)
-            ):
-                raise ValueError(
-                    f"AlertRules: each invariance pair must be two probe ids (strings such as "
-                    f"('p0', 'p1')), got {pair!r}."
-                )
-            if pair[0] == pair[1]:
-                raise ValueError(f"AlertRules: invariance pair {tuple(pair)!r} names the same probe twice.")
-            pairs.append((pair[0], pair[1]))
-        self.invariance_pairs = tuple(pairs)
+        configs = {"watch": watch or WatchConfig(), "shortcut": shortcut or ShortcutThresholds(),
+                   "health": health or HealthConfig()}
+        changes: dict[str, dict[str, Any]] = {name: {} for name in configs}
+        for option, value in flat.items():
+            if option not in _FLAT_OPTIONS:
+                raise TypeError(f"AlertRules got an unexpected keyword argument {option!r}; options are "
+                                f"{', '.join(sorted(_FLAT_OPTIONS))} and the config objects watch=, shortcut=, health=.")
+            group, name = _FLAT_OPTIONS[option]
+            changes[group][name] = value
+        for group, values in changes.items():
+            if values:
+                configs[group] = replace(configs[group], **values)
+            elif not isinstance(configs[group], _CONFIGS[group]):
+                raise TypeError(f"AlertRules: {group}= must be a {_CONFIGS[group].__name__}, "
+                                f"got {type(configs[group]).__name__}.")
+        self.watch, self.shortcut, self.health = configs["watch"], configs["shortcut"], configs["health"]
+        self.watch_tokens = _watch_tokens(watch_tokens)
+        self.invariance_pairs = _invariance_pairs(invariance_pairs)
         self.max_unconverged_fraction = _check_fraction("max_unconverged_fraction", max_unconverged_fraction)
-        self.shortcut_min_score = _check_fraction("shortcut_min_score", shortcut_min_score, True)
-        self.shortcut_min_score_partial = _check_fraction(
-            "shortcut_min_score_partial", shortcut_min_score_partial, True
-        )
-        if self.shortcut_min_score_partial < self.shortcut_min_score:
-            raise ValueError(
-                "AlertRules: shortcut_min_score_partial is for candidates with less evidence and "
-                f"must be at least shortcut_min_score ({self.shortcut_min_score}), got "
-                f"{self.shortcut_min_score_partial}."
-            )
-        self.shortcut_min_score_pure = _check_fraction("shortcut_min_score_pure", shortcut_min_score_pure, True)
-        if self.shortcut_min_score_pure > self.shortcut_min_score:
-            raise ValueError(
-                "AlertRules: shortcut_min_score_pure is for candidates with the strongest training "
-                f"evidence and must be at most shortcut_min_score ({self.shortcut_min_score}), got "
-                f"{self.shortcut_min_score_pure}."
-            )
-        self.pure_purity_lower = _check_fraction("pure_purity_lower", pure_purity_lower, True)
-        self.pure_max_p = _check_fraction("pure_max_p", pure_max_p, True)
-        self.health_min_probes = positive_int(health_min_probes, "health_min_probes", "AlertRules", minimum=2)
-        self.health_max_drop = _check_fraction("health_max_drop", health_max_drop, True)
-        self.health_margin = _check_fraction("health_margin", health_margin)
+        self.min_checks = positive_int(min_checks, "min_checks", "AlertRules")
+        self.severities = _severities(severities)
         self._best_accuracy: float | None = None
         self._predicted_several = False  # some earlier check spread its predictions over 2+ classes
         self._one_class_checks = 0  # consecutive checks (up to this one) that predicted one class
-        self.min_checks = positive_int(min_checks, "min_checks", "AlertRules")
-        self.severities = dict(DEFAULT_SEVERITIES)
-        for rule, severity in (severities or {}).items():
-            if rule not in RULES:
-                raise ValueError(f"AlertRules: severities names unknown rule {rule!r}; rules are {RULES}.")
-            if severity not in SEVERITIES:
-                raise ValueError(
-                    f"AlertRules: severity for {rule!r} must be one of {SEVERITIES}, got {severity!r}."
-                )
-            self.severities[rule] = severity
         self._alerts: dict[str, Alert] = {}
         self._streaks: dict[str, int] = {}
+
+    # the flat names, read as they always were
+    watch_top_k = property(lambda self: self.watch.top_k)
+    watch_probe_fraction = property(lambda self: self.watch.probe_fraction)
+    watch_share = property(lambda self: self.watch.share)
+    shortcut_min_score = property(lambda self: self.shortcut.min_score)
+    shortcut_min_score_partial = property(lambda self: self.shortcut.min_score_partial)
+    shortcut_min_score_pure = property(lambda self: self.shortcut.min_score_pure)
+    pure_purity_lower = property(lambda self: self.shortcut.pure_purity_lower)
+    pure_max_p = property(lambda self: self.shortcut.pure_max_p)
+    health_min_probes = property(lambda self: self.health.min_probes)
+    health_max_drop = property(lambda self: self.health.max_drop)
+    health_margin = property(lambda self: self.health.margin)
 
     # ----------------------------------------------------------------------- setup
 
@@ -246,9 +293,12 @@ class AlertRules:
         basis = set((candidate.get("evidence") or {}).get("basis") or ())
         if "training" not in basis:
             return None  # without training statistics a genuine class word looks the same
-        p_value = (candidate.get("evidence") or {}).get("purity_p_value")
-        if p_value is not None and float(p_value) > self.pure_max_p:
-            return None  # no purer than the data's own class words: a good class word, rare or not
+        if self._not_singled_out(candidate):
+            # no purer than the data's own class words (on topic data genuine words are as pure
+            # as a shortcut): only overriding the texts it is inserted into speaks for it
+            evidence = candidate.get("evidence") or {}
+            return self.shortcut_min_score if "counterfactual" in basis and evidence.get(
+                "insertion_score") is not None else None
         if "attribution" not in basis:  # a word no probe contains: its insertion flips alone
             return self.shortcut_min_score if "counterfactual" in basis else None
         if "counterfactual" in basis:
@@ -260,7 +310,7 @@ class AlertRules:
             # of "dull" are negated; a common word that leans only where the phrase is, "that" in
             # "and that is it", is no such word); negations, "not good", never get here: discovery rules them out
             phrase = evidence.get("phrase")
-            if (not phrase or (evidence.get("purity_p_value") is not None and evidence.get("common_words")
+            if (not phrase or (_purity_test(evidence) is not None and evidence.get("common_words")
                                and not evidence.get("leaning_words"))) and self._purer_than_class_words(evidence):
                 return self.shortcut_min_score_pure
             return self.shortcut_min_score
@@ -269,7 +319,19 @@ class AlertRules:
     def meets_shortcut_threshold(self, candidate: Mapping[str, Any]) -> bool:
         """Whether a candidate's score reaches the threshold its evidence allows."""
         threshold = self.shortcut_threshold(candidate)
-        return threshold is not None and float(candidate.get("score", 0.0)) >= threshold
+        return threshold is not None and self.judged_score(candidate) >= threshold
+
+    def judged_score(self, candidate: Mapping[str, Any]) -> float:
+        """The score compared with the threshold: the candidate's, or for one the training data
+        do not single out, its insertion score alone (purity gate x the insertion flips' bound
+        beyond the controls': ``evidence["insertion_score"]``)."""
+        if self._not_singled_out(candidate):
+            return float((candidate.get("evidence") or {}).get("insertion_score") or 0.0)
+        return float(candidate.get("score", 0.0))
+
+    def _not_singled_out(self, candidate: Mapping[str, Any]) -> bool:
+        p_value = _purity_test(candidate.get("evidence") or {})
+        return p_value is not None and float(p_value) > self.pure_max_p
 
     def lead_with_alerting(self, candidates: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         """The candidates whose score reaches their threshold first, each group by score as
@@ -279,7 +341,7 @@ class AlertRules:
 
     def _purer_than_class_words(self, evidence: Mapping[str, Any]) -> bool:
         """Whether the training data show the word purer than its genuine class words."""
-        p_value = evidence.get("purity_p_value")
+        p_value = _purity_test(evidence)
         if p_value is not None:
             return float(p_value) <= self.pure_max_p
         purity_lower = evidence.get("purity_lower")  # no well-measured words to compare with
@@ -383,7 +445,7 @@ class AlertRules:
         for candidate in candidates:
             if not self.meets_shortcut_threshold(candidate):
                 continue
-            threshold, score = self.shortcut_threshold(candidate), float(candidate.get("score", 0.0))
+            threshold, score = self.shortcut_threshold(candidate), self.judged_score(candidate)
             word = str(candidate["word"])
             yield (
                 "shortcut",
@@ -474,6 +536,46 @@ class AlertRules:
         self._predicted_several = state.get("predicted_several") is True
         one_class_checks = state.get("one_class_checks", 0)
         self._one_class_checks = one_class_checks if is_int(one_class_checks) else 0
+
+
+def _watch_tokens(watch_tokens: Iterable[str] | str) -> tuple[str, ...]:
+    """Watched words and phrases, lowercased and split as the attributions split them."""
+    if isinstance(watch_tokens, str):
+        watch_tokens = (watch_tokens,)
+    tokens: list[str] = []
+    for token in watch_tokens:
+        if not isinstance(token, str) or not token.strip():
+            raise ValueError(f"AlertRules: watch_tokens must be non-empty strings, got {token!r}.")
+        lowered = " ".join(token[a:b].lower() for a, b in word_spans(token))
+        if lowered not in tokens:
+            tokens.append(lowered)
+    return tuple(tokens)
+
+
+def _invariance_pairs(invariance_pairs: Iterable[Sequence[str]]) -> tuple[tuple[str, str], ...]:
+    pairs: list[tuple[str, str]] = []
+    for pair in invariance_pairs:
+        if isinstance(pair, str) or not isinstance(pair, Sequence) or len(pair) != 2 or not all(
+                isinstance(p, str) for p in pair):
+            raise ValueError(
+                f"AlertRules: each invariance pair must be two probe ids (strings such as "
+                f"('p0', 'p1')), got {pair!r}."
+            )
+        if pair[0] == pair[1]:
+            raise ValueError(f"AlertRules: invariance pair {tuple(pair)!r} names the same probe twice.")
+        pairs.append((pair[0], pair[1]))
+    return tuple(pairs)
+
+
+def _severities(severities: Mapping[str, str] | None) -> dict[str, str]:
+    out = dict(DEFAULT_SEVERITIES)
+    for rule, severity in (severities or {}).items():
+        if rule not in RULES:
+            raise ValueError(f"AlertRules: severities names unknown rule {rule!r}; rules are {RULES}.")
+        if severity not in SEVERITIES:
+            raise ValueError(f"AlertRules: severity for {rule!r} must be one of {SEVERITIES}, got {severity!r}.")
+        out[rule] = severity
+    return out
 
 
 def _watched_occurrence(attribution: ProbeAttribution, phrase: list[str], top_k: int) -> list[dict[str, Any]]:

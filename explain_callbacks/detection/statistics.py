@@ -24,7 +24,12 @@ from collections.abc import Mapping
 from typing import Any, Hashable, Iterable, Sequence
 
 from explain_callbacks.attribution.validation import positive_int, versioned_state
-from explain_callbacks.attribution.words import IdsToWords, adjacent_phrases, text_words
+from explain_callbacks.attribution.words import PHRASE_MAX_WORDS, IdsToWords, adjacent_phrases, is_word, text_spans
+
+# Where a word or phrase sits in its training texts: "start" when it begins within the first
+# ``EDGE_WORDS`` words, "end" when it ends within the last ``EDGE_WORDS`` (a source tag in front,
+# a signature at the end); what discovery's insertion test copies.
+EDGE_WORDS = 2
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +79,11 @@ class TrainingStatistics:
         self.label_counts: Counter = Counter()
         self.word_labels: dict[str, Counter] = defaultdict(Counter)
         self.phrase_labels: dict[str, Counter] = defaultdict(Counter)
+        # examples in which a word or counted phrase sits at the start / at the end (EDGE_WORDS)
+        self.position_counts: dict[str, Counter] = defaultdict(Counter)
+        # the text's first / last 2 to PHRASE_MAX_WORDS marks with punctuation among them
+        # ("from zorblax :"), keyed "start:<marks>" / "end:<marks>": a tag is words and punctuation
+        self.edge_labels: dict[str, Counter] = defaultdict(Counter)
         self._seen: set[int] = set()
         self._base: dict[str, Any] | None = None  # counts every rank holds alike (texts, a checkpoint)
         self._ids_to_words: IdsToWords | None = None
@@ -146,14 +156,16 @@ class TrainingStatistics:
                 self._seen.add(digest)
             kept.append((row, label))
         if texts is None:  # one batched decode of the examples kept
-            words = self._ids_to_words.many([row for row, _ in kept]) if kept else []
+            decoded = self._ids_to_words.texts([row for row, _ in kept]) if kept else []
         else:
-            words = [text_words(row) for row, _ in kept]
-        for example_words, (_, label) in zip(words, kept):
-            self._count(example_words, label)
+            decoded = [row for row, _ in kept]
+        for text, (_, label) in zip(decoded, kept):
+            self._count(text_spans(text), label)
         return len(kept)
 
-    def _count(self, words: list[str], label: Hashable) -> None:
+    def _count(self, marks: list[str], label: Hashable) -> None:
+        """One example: its words and punctuation marks (:func:`text_spans`) and label."""
+        words = [m for m in marks if is_word(m)]
         self.n_examples += 1
         self.label_counts[label] += 1
         for word in set(words):
@@ -164,6 +176,20 @@ class TrainingStatistics:
             phrases = set(adjacent_phrases(words)) & self.phrases
         for phrase in phrases:
             self.phrase_labels[phrase][label] += 1
+        units = {w: w for w in words} | {p: p for p in phrases}
+        head, tail = words[:EDGE_WORDS + PHRASE_MAX_WORDS - 1], words[-(EDGE_WORDS + PHRASE_MAX_WORDS - 1):]
+        start = {" ".join(head[i:i + n]) for i in range(EDGE_WORDS) for n in range(1, PHRASE_MAX_WORDS + 1)
+                 if i + n <= len(head)}
+        end = {" ".join(tail[len(tail) - i - n:len(tail) - i]) for i in range(EDGE_WORDS)
+               for n in range(1, PHRASE_MAX_WORDS + 1) if i + n <= len(tail)}
+        for unit in start & units.keys():
+            self.position_counts[unit]["start"] += 1
+        for unit in end & units.keys():
+            self.position_counts[unit]["end"] += 1
+        for n in range(2, PHRASE_MAX_WORDS + 1):
+            for side, gram in (("start", marks[:n]), ("end", marks[-n:])):
+                if len(gram) == n and not all(is_word(m) for m in gram) and any(is_word(m) for m in gram):
+                    self.edge_labels[f"{side}:{' '.join(gram)}"][label] += 1
 
     def add_phrases(self, phrases: Iterable[str]) -> None:
         """Count these phrases too from now on (examples already counted are not revisited)."""
@@ -185,26 +211,42 @@ class TrainingStatistics:
     def words(self) -> Iterable[str]:
         return self.word_labels.keys()
 
+    def position(self, unit: str) -> dict[str, float]:
+        """Shares of the examples holding a word or counted phrase in which it sits at the start
+        and at the end (``EDGE_WORDS``); zeros when unknown."""
+        counts = self.counts(unit)
+        total = sum(counts.values()) if counts else 0
+        at = self.position_counts.get(unit.lower()) or {}
+        return {side: (at.get(side, 0) / total if total else 0.0) for side in ("start", "end")}
+
     # ------------------------------------------------------------------ ranks and checkpoints
     def _counts_state(self, min_count: int = 1) -> dict[str, Any]:
         def table(counts: dict[str, Counter]) -> dict[str, list[list[Any]]]:
             return {w: [[label, n] for label, n in c.items()] for w, c in counts.items() if sum(c.values()) >= min_count}
 
+        words, phrases = table(self.word_labels), table(self.phrase_labels)
         return {
             "n_examples": self.n_examples,
             "label_counts": [[label, n] for label, n in self.label_counts.items()],
-            "word_labels": table(self.word_labels),
-            "pair_labels": table(self.phrase_labels),  # the checkpoint's name since phrases were pairs
+            "word_labels": words,
+            "pair_labels": phrases,  # the checkpoint's name since phrases were pairs
+            "position_counts": {w: [[side, n] for side, n in sorted(c.items())] for w, c in self.position_counts.items()
+                                if w in words or w in phrases},
+            "edge_labels": table(self.edge_labels),
         }
 
     def _add_counts(self, state: dict[str, Any]) -> None:
         self.n_examples += int(state.get("n_examples", 0))
         for label, n in state.get("label_counts", []):
             self.label_counts[as_label(label)] += int(n)
-        for key, table in (("word_labels", self.word_labels), ("pair_labels", self.phrase_labels)):
+        for key, table in (("word_labels", self.word_labels), ("pair_labels", self.phrase_labels),
+                           ("edge_labels", self.edge_labels)):
             for word, pairs in state.get(key, {}).items():
                 for label, n in pairs:
                     table[word][as_label(label)] += int(n)
+        for unit, sides in state.get("position_counts", {}).items():
+            for side, n in sides:
+                self.position_counts[unit][str(side)] += int(n)
 
     def gathered(self) -> "TrainingStatistics":
         """The statistics of every rank together (``self`` outside ``torch.distributed``).
@@ -260,7 +302,7 @@ def _subtract(state: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     """``state`` minus ``base`` (both ``_counts_state`` mappings; ``base`` is contained in ``state``)."""
     def table(key: str) -> dict[str, list[list[Any]]]:
         out = {}
-        for word, pairs in state[key].items():
+        for word, pairs in state.get(key, {}).items():
             before = {repr(label): n for label, n in base.get(key, {}).get(word, [])}
             rest = [[label, n - before.get(repr(label), 0)] for label, n in pairs]
             rest = [p for p in rest if p[1] > 0]
@@ -274,6 +316,8 @@ def _subtract(state: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
         "label_counts": [[l, n - before.get(repr(l), 0)] for l, n in state["label_counts"] if n - before.get(repr(l), 0) > 0],
         "word_labels": table("word_labels"),
         "pair_labels": table("pair_labels"),
+        "position_counts": table("position_counts") if "position_counts" in state else {},
+        "edge_labels": table("edge_labels") if "edge_labels" in state else {},
     }
 
 

@@ -109,9 +109,13 @@ def training_sentence(evidence: Mapping[str, Any], labels: Sequence[Any] | None 
     else:
         text = f"{same} of the {count} training examples that contain it are labelled {label}"
     reference, p_value = _number(evidence.get("purity_reference")), _number(evidence.get("purity_p_value"))
+    q_value, family = _number(evidence.get("purity_q_value")), _count(evidence.get("fdr_family_size"))
     if reference is not None and p_value is not None:
-        text += (f", {'purer than' if p_value <= 0.05 else 'no purer than'} the purest well-measured "
+        judged = q_value if q_value is not None else p_value
+        text += (f", {'purer than' if judged <= 0.05 else 'no purer than'} the purest well-measured "
                  f"class word of the data ({reference:.0%}; p = {p_value:.2g})")
+        if q_value is not None and family:
+            text += f" ({q_value:.2g} after the false-discovery control over the {family} units the check judged)"
     through = [str(w) for w in evidence.get("words_leaning_through_phrase") or []]
     if through:
         text += f"; {_quoted(through)} leans to {label} only in the examples that hold the phrase"
