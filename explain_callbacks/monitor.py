@@ -20,6 +20,7 @@ import torch
 
 from explain_callbacks.attribution.convergence import convergence_summary
 from explain_callbacks.attribution.engine import AttributionEngine
+from explain_callbacks.attribution.faithfulness import evaluate_faithfulness, faithfulness_summary
 from explain_callbacks.attribution.probes import ProbeSet, as_probe_set
 from explain_callbacks.attribution.records import (
     SCHEMA_VERSION,
@@ -79,6 +80,8 @@ class AttributionMonitor:
         verbose: what a check prints to stderr: ``True`` (default) one line (what was checked,
             how long it took against the time since the previous check, accuracy, new alerts),
             ``"full"`` the per-check table with the top words and alerts, ``False`` nothing.
+        faithfulness: measure each check's comprehensiveness and sufficiency against a random
+            baseline (:mod:`~.faithfulness`; up to 20 forwards a probe, no gradients).
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class AttributionMonitor:
         fail_on: str = "never",
         verbose: bool | str = True,
         max_training_examples: int = DEFAULT_MAX_EXAMPLES,
+        faithfulness: bool = True,
     ):
         if not isinstance(engine, AttributionEngine):
             raise TypeError(f"engine must be an AttributionEngine, got {type(engine).__name__}.")
@@ -115,6 +119,10 @@ class AttributionMonitor:
         self.top_k = top_k
         self.fail_on = fail_on
         self.verbose = verbose
+        if not isinstance(faithfulness, bool):
+            raise ValueError(f"faithfulness must be True or False, got {faithfulness!r}.")
+        self.faithfulness = faithfulness
+        self._faithfulness_s = 0.0
         self.rules = rules or AlertRules(watch_tokens=watch_tokens, invariance_pairs=invariance_pairs)
         self.rules.validate(self.probes)
         self.tracker = DriftTracker(top_k=top_k)
@@ -166,6 +174,7 @@ class AttributionMonitor:
             "model": type(e.adapter.model).__name__,
             "labels": list(e.adapter.label_names),
             "max_length": getattr(e.adapter, "max_length", None),
+            "faithfulness": self.faithfulness,
         }
 
     def add_sink(self, sink: Sink) -> None:
@@ -276,7 +285,7 @@ class AttributionMonitor:
         except Exception as err:
             self._check_failed(step, err, "attribution check")
             return None
-        attribute_s = time.perf_counter() - started
+        attribute_s = time.perf_counter() - started - self._faithfulness_s
         self._gather_statistics()
         if not self.is_rank_zero:
             return None
@@ -319,12 +328,29 @@ class AttributionMonitor:
             raise err
         log.exception("%s at step %s failed; training continues.", stage, step)
 
+    def _attribute_share(self, probes: Any) -> list[ProbeAttribution]:
+        """This rank's probes attributed, each with its faithfulness figures when that is on."""
+        attributions = self.engine.attribute(probes)
+        self._faithfulness_s = 0.0
+        if not self.faithfulness:
+            return attributions
+        started = time.perf_counter()
+        try:
+            figures = evaluate_faithfulness(self.engine.adapter, attributions, tokens_per_forward=self.engine.tokens_per_chunk)
+        except Exception as err:  # the attributions stand without it; the reason is kept per probe
+            log.exception("faithfulness failed; the check keeps its attributions without it.")
+            figures = [{"skipped": f"failed: {type(err).__name__}: {err}"} for _ in attributions]
+        for attribution, figure in zip(attributions, figures):
+            attribution.faithfulness = figure
+        self._faithfulness_s = time.perf_counter() - started
+        return attributions
+
     def _attribute_all(self) -> list[ProbeAttribution]:
         rank, world = _distributed()
         if world == 1:
-            return self.engine.attribute(self.probes)
+            return self._attribute_share(self.probes)
         try:  # every rank must reach the gather, so a local failure travels as a message
-            local: Any = [a.to_dict() for a in self.engine.attribute(self.probes.shard(rank, world))]
+            local: Any = [a.to_dict() for a in self._attribute_share(self.probes.shard(rank, world))]
         except Exception as err:
             log.exception("attribution failed on rank %s.", rank)
             local = f"rank {rank}: {type(err).__name__}: {err}"
@@ -355,16 +381,20 @@ class AttributionMonitor:
         self._candidates = [dict(c) for c in self.rules.lead_with_alerting(ranked)]
         new_alerts = self.rules.evaluate(snapshot, self._candidates)
         convergence = convergence_summary(attributions)
+        faithfulness = faithfulness_summary(attributions)
         health = probe_health(snapshot)
         drift = self.tracker.update(snapshot)
         token_table = self.tracker.token_table(snapshot)
         now = time.perf_counter()
         snapshot.timings = {"attribute_s": attribute_s, "total_s": now - started}
+        if self.faithfulness:
+            snapshot.timings["faithfulness_s"] = self._faithfulness_s
         if self._last_check_end is not None:  # training time plus this check, since the last one
             snapshot.timings["since_previous_s"] = now - self._last_check_end
         self._last_check_end = now
         self.tracker.annotate(
-            snapshot.check_index, convergence=convergence, health=health, timings=dict(snapshot.timings)
+            snapshot.check_index, convergence=convergence, health=health, timings=dict(snapshot.timings),
+            faithfulness=faithfulness,
         )
         return CheckResult(
             snapshot=snapshot,
@@ -375,6 +405,7 @@ class AttributionMonitor:
             new_alerts=new_alerts,
             alerts=list(self.rules.alerts),
             candidates=self._candidates,
+            faithfulness=faithfulness,
         )
 
     # ----------------------------------------------------------------- results

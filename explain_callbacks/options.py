@@ -91,6 +91,7 @@ class MonitorOptions:
     verbose: bool | str = True  # one line per check on stderr; "full": the per-check table; False: silent
     max_length: int | None = None  # attribute probes up to this many tokens (set the training truncation)
     adapter_options: dict[str, Any] = field(default_factory=dict)
+    faithfulness: bool = True  # comprehensiveness / sufficiency per check (attribution/faithfulness.py)
     schedule: Schedule = field(init=False)
 
     def __post_init__(self) -> None:
@@ -110,6 +111,8 @@ class MonitorOptions:
             self.rules.validate(self.probes)
         positive_int(self.top_k, "top_k")
         positive_int(self.max_training_examples, "max_training_examples")
+        if not isinstance(self.faithfulness, bool):
+            raise ValueError(f"faithfulness must be True or False, got {self.faithfulness!r}.")
         positive_int(self.n_steps, "n_steps", minimum=2)
         positive_int(self.max_steps, "max_steps", minimum=self.n_steps)
 
@@ -168,4 +171,5 @@ class MonitorOptions:
             sinks=self.sinks,
             fail_on=self.fail_on,
             verbose=self.verbose,
+            faithfulness=self.faithfulness,
         )
