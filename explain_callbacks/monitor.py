@@ -336,7 +336,9 @@ class AttributionMonitor:
             return attributions
         started = time.perf_counter()
         try:
-            figures = evaluate_faithfulness(self.engine.adapter, attributions, tokens_per_forward=self.engine.tokens_per_chunk)
+            calibration = self.engine.calibration
+            figures = evaluate_faithfulness(self.engine.adapter, attributions, tokens_per_forward=self.engine.tokens_per_chunk,
+                                            mix_lengths=calibration is None or calibration.mix_lengths)
         except Exception as err:  # the attributions stand without it; the reason is kept per probe
             log.exception("faithfulness failed; the check keeps its attributions without it.")
             figures = [{"skipped": f"failed: {type(err).__name__}: {err}"} for _ in attributions]

@@ -20,11 +20,12 @@ as the attribution groups its tokens. A probe with no rationale at any fraction 
 no word with a positive score) gets ``None`` where ferret returns 0 and 1: it stays out of the
 check's mean instead of pulling it.
 
-A random-attribution baseline removes (or keeps) the same number of words at each fraction,
-drawn at random with a generator seeded from the probe (never the global random streams), so a
-reader sees how far the attribution's ranking beats chance, not a bare number. Every perturbed
-input is one model forward: at most ``4 * len(FRACTIONS)`` per probe, batched by length, without
-gradients. Only classification heads have a probability; a regression head gets ``None``.
+A random-attribution baseline removes the same number of words at each fraction, drawn at
+random with a generator seeded from the probe (never the global random streams), so a reader
+sees how far the attribution's ranking beats chance, not a bare comprehensiveness. (A random
+sufficiency would cost another forward per fraction and probe; it was left out to keep the
+cost of a check within 15%, see ``benchmarks/faithfulness.py``.) Every perturbed input is one
+model forward: at most ``3 * len(FRACTIONS)`` per probe, batched by length, without gradients. Only classification heads have a probability; a regression head gets ``None``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from explain_callbacks.attribution.isolation import isolated_from_training
 from explain_callbacks.attribution.records import ProbeAttribution
 
 FRACTIONS = (0.01, 0.05, 0.10, 0.20, 0.50)
-METRICS = ("comprehensiveness", "sufficiency", "random_comprehensiveness", "random_sufficiency")
+METRICS = ("comprehensiveness", "sufficiency", "random_comprehensiveness")
 TOKENS_PER_FORWARD = 8192
 
 
@@ -108,34 +109,50 @@ def aopc(p_full: float, p_perturbed: Sequence[float]) -> float | None:
     return float(np.mean([p_full - p for p in p_perturbed]))
 
 
+def length_groups(lengths: Sequence[int], keys: Sequence[Any], tokens_per_forward: int,
+                  mix_lengths: bool = True) -> list[list[int]]:
+    """Row indices in forward batches: sorted by (key, length), a batch padded at most ~10% (one
+    length only when ``mix_lengths`` is off: a model that reads its padding) and within
+    ``tokens_per_forward`` padded tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: (str(keys[i]), lengths[i]))
+    groups: list[list[int]] = []
+    for i in order:
+        group = groups[-1] if groups else None
+        if group:
+            first, same_key = lengths[group[0]], keys[group[0]] == keys[i]
+            fits = lengths[i] <= 1.1 * first + 1 if mix_lengths else lengths[i] == first
+            if same_key and fits and (len(group) + 1) * lengths[i] <= tokens_per_forward:
+                group.append(i)
+                continue
+        groups.append([i])
+    return groups
+
+
 @torch.no_grad()
-def forward_rows(adapter: ModelAdapter, rows: Sequence[EncodedProbe], tokens_per_forward: int = TOKENS_PER_FORWARD) -> list[torch.Tensor]:
-    """The model's outputs for each encoded row, batched by length (no padding, so neither the
-    padding side nor a model that reads its padding matters), at most ``tokens_per_forward``
-    tokens a forward."""
-    groups: dict[Any, list[int]] = {}
+def forward_rows(adapter: ModelAdapter, rows: Sequence[EncodedProbe], tokens_per_forward: int = TOKENS_PER_FORWARD,
+                 mix_lengths: bool = True) -> list[torch.Tensor]:
+    """The model's outputs for each encoded row, batched by length (see :func:`length_groups`;
+    the adapter pads on the side the engine calibrated)."""
     key_of = getattr(adapter, "batch_key", None) or (lambda _e: 0)
-    for i, row in enumerate(rows):
-        groups.setdefault((key_of(row), len(row)), []).append(i)
     out: list[torch.Tensor | None] = [None] * len(rows)
-    for (_, length), indices in groups.items():
-        per_forward = max(1, tokens_per_forward // max(length, 1))
-        for start in range(0, len(indices), per_forward):
-            chunk = indices[start : start + per_forward]
-            batch = adapter.batch([rows[i] for i in chunk])
-            logits = adapter.forward(batch.input_ids, *batch.forward_kwargs.values()).float().cpu()
-            for i, row in zip(chunk, logits):
-                out[i] = row
+    groups = length_groups([len(r) for r in rows], [key_of(r) for r in rows], tokens_per_forward, mix_lengths)
+    for chunk in groups:
+        batch = adapter.batch([rows[i] for i in chunk])
+        logits = adapter.forward(batch.input_ids, *batch.forward_kwargs.values()).float().cpu()
+        for i, row in zip(chunk, logits):
+            out[i] = row
     return out  # type: ignore[return-value]
 
 
 def evaluate_faithfulness(adapter: ModelAdapter, attributions: Sequence[ProbeAttribution],
                           fractions: Sequence[float] = FRACTIONS,
-                          tokens_per_forward: int = TOKENS_PER_FORWARD) -> list[dict[str, Any]]:
+                          tokens_per_forward: int = TOKENS_PER_FORWARD, mix_lengths: bool = True) -> list[dict[str, Any]]:
     """Per attribution, comprehensiveness, sufficiency and their random-baseline twins (see the
     module docstring), with ``n_fractions`` (rationales used) and ``forwards`` (model forwards
     it cost). Re-encodes the probes with the adapter (the tokenizer's own output) and runs the
-    model isolated from training: modes, gradients and random streams come back as they were."""
+    model isolated from training: modes, gradients and random streams come back as they were.
+    ``mix_lengths=False`` (the engine's calibration for a model that reads its padding) batches
+    only rows of one length."""
     if not attributions:
         return []
     results: list[dict[str, Any]] = [_empty(None) for _ in attributions]
@@ -157,30 +174,28 @@ def evaluate_faithfulness(adapter: ModelAdapter, attributions: Sequence[ProbeAtt
             continue
         drawn = random_rationales(len(a.words), [len(c) for c in chosen], probe_seed(a.probe_id, a.target))
         plans.append((index, p_full, chosen, drawn))
-        for sets in (chosen, drawn):
-            for keep in (False, True):
-                rows += [replace(enc, input_ids=masked_ids(enc, spans, words, keep, adapter.baseline_token))
-                         for words in sets]
+        # rows, per probe: attributed removed, attributed kept, random removed
+        for sets, keep in ((chosen, False), (chosen, True), (drawn, False)):
+            rows += [replace(enc, input_ids=masked_ids(enc, spans, words, keep, adapter.baseline_token))
+                     for words in sets]
     if not rows:
         return results
     with isolated_from_training(adapter.model):
-        outputs = forward_rows(adapter, rows, tokens_per_forward)
+        outputs = forward_rows(adapter, rows, tokens_per_forward, mix_lengths)
     cursor = 0
     for index, p_full, chosen, _drawn in plans:
         target = attributions[index].target
         n = len(chosen)
-        probs = [target_probability(o, target, adapter.problem_type) for o in outputs[cursor : cursor + 4 * n]]
-        cursor += 4 * n
-        values = [aopc(p_full, probs[j * n : (j + 1) * n]) for j in range(4)]
-        # rows were laid out: attributed (remove, keep), random (remove, keep)
+        probs = [target_probability(o, target, adapter.problem_type) for o in outputs[cursor : cursor + 3 * n]]
+        cursor += 3 * n
+        values = [aopc(p_full, probs[j * n : (j + 1) * n]) for j in range(3)]
         results[index] = {
             "comprehensiveness": values[0],
             "sufficiency": values[1],
             "random_comprehensiveness": values[2],
-            "random_sufficiency": values[3],
             "probability": p_full,
             "n_fractions": n,
-            "forwards": 4 * n,
+            "forwards": 3 * n,
             "skipped": None,
         }
     return results

@@ -22,7 +22,9 @@ Noise. A change must pass two tests, and its p-value is the larger of the two:
   recipe does by chance; without one, the changes of all the words tested between base and run
   stand in for it (most words do not move for a reason, and a robust spread ignores the few
   that do). The change's z-score against that spread (median, 1.4826 x median absolute
-  deviation) gives a normal two-sided p-value.
+  deviation) gives a normal two-sided p-value. With a repeat the word's own repeat change is
+  added to the spread (in quadrature): a word that moves between two seeds of the base recipe
+  (a from-scratch model's handling of "not") needs a larger change than one that does not.
 
 Every word carried by at least ``min_probes`` shared probes is one family; the false discovery
 rate is controlled over it (Benjamini-Hochberg, ``scipy.stats.false_discovery_control``) at
@@ -59,7 +61,7 @@ N_BOOTSTRAP = 2000
 BOOTSTRAP_SEED = 0
 TOP_K = 10  # top words per probe for the rank-biased overlap
 CANDIDATES_COMPARED = 10  # the first candidates of each run that are set against the other's
-FAITHFULNESS_FIGURES = ("comprehensiveness", "random_comprehensiveness", "sufficiency", "random_sufficiency",
+FAITHFULNESS_FIGURES = ("comprehensiveness", "random_comprehensiveness", "comprehensiveness_gap", "sufficiency",
                         "share_above_random")
 
 ProbeKey = tuple[str, int]  # (probe id, target)
@@ -192,10 +194,11 @@ def bootstrap_p_value(changes: Sequence[float], rng: np.random.Generator, n_resa
     return float((1 + np.sum(np.abs(means) >= observed)) / (n_resamples + 1))
 
 
-def spread_p_value(change: float, noise: Sequence[float]) -> float:
+def spread_p_value(change: float, noise: Sequence[float], own_noise: float = 0.0) -> float:
     """Two-sided normal p-value of ``change`` against the robust spread of ``noise`` (the words'
-    changes between two runs of one recipe): z = (change - median) / (1.4826 MAD). Fewer than
-    three noise values say nothing: 1."""
+    changes between two runs of one recipe): z = (change - median) / sqrt((1.4826 MAD)^2 +
+    own_noise^2), ``own_noise`` the word's own change between those runs. Fewer than three noise
+    values say nothing: 1."""
     values = np.asarray(noise, dtype=float)
     if len(values) < 3:
         return 1.0
@@ -203,7 +206,7 @@ def spread_p_value(change: float, noise: Sequence[float]) -> float:
     spread = 1.4826 * float(np.median(np.abs(values - centre)))
     if spread <= 0:
         spread = float(np.sqrt(np.mean((values - centre) ** 2))) or 1e-12
-    return float(2 * norm.sf(abs(change - centre) / spread))
+    return float(2 * norm.sf(abs(change - centre) / math.hypot(spread, own_noise)))
 
 
 def _changes(pairs: Sequence[tuple[dict[str, float], dict[str, float]]]) -> tuple[list[WordChange], dict[str, list[float]]]:
@@ -228,10 +231,11 @@ def word_changes(pairs: Sequence[tuple[dict[str, float], dict[str, float]]],
     rng = np.random.default_rng(seed)
     changes, per_probe = _changes(pairs)
     tested = [w for w in changes if w.n_probes >= min_probes]
-    noise = [w.change for w in (_changes(repeat_pairs)[0] if repeat_pairs is not None else changes)
-             if w.n_probes >= min_probes]
+    repeat = {w.word: w.change for w in _changes(repeat_pairs)[0]} if repeat_pairs is not None else {}
+    noise = list(repeat.values()) if repeat_pairs is not None else [w.change for w in tested]
     for row in tested:
-        row.p_value = max(bootstrap_p_value(per_probe[row.word], rng), spread_p_value(row.change, noise))
+        row.p_value = max(bootstrap_p_value(per_probe[row.word], rng),
+                          spread_p_value(row.change, noise, abs(repeat.get(row.word, 0.0))))
     if tested:
         for row, q in zip(tested, false_discovery_control([w.p_value for w in tested], method="bh")):
             row.q_value = float(q)

@@ -352,7 +352,7 @@ def faithfulness_table(checks: Sequence[Mapping[str, Any]]):
     """Per check, comprehensiveness and sufficiency beside their random baselines, the share of
     probes whose comprehensiveness beats random, and the forwards a probe cost."""
     table = _table("Faithfulness per check", caption=FAITHFULNESS_CAPTION)
-    for header in ("check", "compr.", "random", "suff.", "random", "> random", "fwd/probe"):
+    for header in ("check", "compr.", "random", "suff.", "> random", "probes", "fwd/probe"):
         _figure_column(table, header)
     for check in checks:
         f = check.get("faithfulness") or {}
@@ -361,7 +361,7 @@ def faithfulness_table(checks: Sequence[Mapping[str, Any]]):
         table.add_row(*(text(v) for v in (
             figure(check.get("check_index")), figure(f.get("comprehensiveness")),
             figure(f.get("random_comprehensiveness")), figure(f.get("sufficiency")),
-            figure(f.get("random_sufficiency")), percent(f.get("share_above_random")),
+            percent(f.get("share_above_random")), figure(f.get("n_probes")),
             figure(f.get("forwards_per_probe"), 1))))
     return table
 
@@ -420,8 +420,7 @@ def comparison_tables(comparison: Any, limit: int = 10) -> list[Any]:
         _text_column(table, "figure", ratio=1, min_width=16)
         for header in ("base", "run"):
             _figure_column(table, header)
-        for name in ("comprehensiveness", "random_comprehensiveness", "sufficiency", "random_sufficiency",
-                     "share_above_random"):
+        for name in ("comprehensiveness", "random_comprehensiveness", "sufficiency", "share_above_random"):
             table.add_row(text(name.replace("_", " ")), text(base.get(name)), text(run.get(name)))
         tables.append(table)
     return tables
