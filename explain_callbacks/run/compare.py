@@ -174,7 +174,7 @@ def match_probes(base: Sequence[ProbeAttribution], run: Sequence[ProbeAttributio
     by_id = {(a.probe_id, a.target): a for a in run}
     pairs = [(a, by_id[(a.probe_id, a.target)]) for a in base
              if (a.probe_id, a.target) in by_id and text_of(by_id[(a.probe_id, a.target)]) == text_of(a)]
-    how = "the same probe set (fingerprint)" if same_fingerprint else "probes with the same id and text"
+    how = "the same probe set, by fingerprint" if same_fingerprint else "probes with the same id and text"
     if not pairs:
         by_text = {(text_of(a), a.target): a for a in run}
         pairs = [(a, by_text[(text_of(a), a.target)]) for a in base if (text_of(a), a.target) in by_text]
@@ -303,7 +303,8 @@ def compare_runs(base_path: str | Path, run_path: str | Path, base_repeat: str |
                           "compare runs made with the same probes (the base run's probes.jsonl).")
     notes = [f"{side} {note}" for side, r in (("base:", base), ("run:", run)) for note in r.notes]
     shares = [(probe_word_shares(b), probe_word_shares(r)) for b, r in pairs]
-    noise: dict[str, Any] = {"method": "bootstrap over probes", "n_resamples": N_BOOTSTRAP}
+    noise: dict[str, Any] = {"method": "bootstrap over probes, and the spread of all words' changes",
+                             "n_resamples": N_BOOTSTRAP}
     repeat_pairs = None
     if base_repeat is not None:
         repeat = _last_snapshot_run(base_repeat, "base repeat")
@@ -317,7 +318,8 @@ def compare_runs(base_path: str | Path, run_path: str | Path, base_repeat: str |
         pairs = kept
         shares = [(probe_word_shares(b), probe_word_shares(r)) for b, r in pairs]
         repeat_pairs = [(probe_word_shares(b), probe_word_shares(by_key[(b.probe_id, b.target)])) for b, _ in pairs]
-        noise = {"method": "seed repeat of the base", "repeat": _describe(repeat)}
+        noise = {"method": "bootstrap over probes, and a seed repeat of the base", "n_resamples": N_BOOTSTRAP,
+                 "repeat": _describe(repeat)}
     words = word_changes(shares, repeat_pairs, min_probes=min_probes, min_change=min_change, alpha=alpha)
     probe_changes = []
     for b, r in pairs:

@@ -457,9 +457,10 @@ def _word_view(w: Any) -> dict[str, Any]:
 def compare_context(comparison: Any, fail_on: str = "warning") -> dict[str, Any]:
     """What the comparison page shows (``run/compare.py``'s ``Comparison``), formatted."""
     noise = comparison.noise
-    noise_text = (f"a seed repeat of the base ({noise['repeat']['name']}): each word's change is set against every "
-                  "word's change between base and repeat" if noise.get("repeat") else
-                  f"a bootstrap over the shared probes that carry each word ({noise.get('n_resamples')} resamples)")
+    across = f"a bootstrap over the shared probes that carry each word ({noise.get('n_resamples')} resamples), and "
+    noise_text = across + (f"a seed repeat of the base ({noise['repeat']['name']}): each word's change is set against "
+                           "every word's change between base and repeat" if noise.get("repeat") else
+                           "the spread of all tested words' changes between base and run")
     rises = sorted((w for w in comparison.words if w.change > 0), key=lambda w: -w.change)[:5]
     falls = sorted((w for w in comparison.words if w.change < 0), key=lambda w: w.change)[:5]
     base_f, run_f = comparison.faithfulness["base"], comparison.faithfulness["run"]
