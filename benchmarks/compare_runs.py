@@ -6,7 +6,8 @@ layers, trained from scratch on 2000 generated reviews, 3 epochs, lr 1e-3, label
 reviews without the planted word), with the Lightning ``AttributionDriftCallback`` at its
 defaults (one check an epoch, training statistics gathered by the callback). MiniLM does not fit
 the ~20 minutes of two shared cores for 23 runs, so this is the tiny-BERT version of the
-demo's recipe. Every run checks the same 32 probes: 24 stratified validation reviews and 8 that
+demo's recipe (``--model minilm``: all-MiniLM-L6-v2 fine-tuned on 1200 reviews, 2 epochs, lr 5e-5,
+the detection benchmark's MiniLM setting, for fewer pairs). Every run checks the same 32 probes: 24 stratified validation reviews and 8 that
 contain ``zorblax`` (``shortcut_detection.build_probes`` on a planted validation split, seed 0),
 so a clean base and a planted run share them (one fingerprint).
 
@@ -23,6 +24,7 @@ the next seed: s + 1 for a planted run, 2i + 2 for pair i).
 
     python benchmarks/compare_runs.py                       # 10 clean pairs + 3 planted (~12 min on 2 cores)
     python benchmarks/compare_runs.py --pairs 1 --planted 1 --out /tmp/x   # smoke run
+    python benchmarks/compare_runs.py --model minilm --pairs 5 --planted 1  # MiniLM (~20 min on 2 cores)
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from shortcut_detection import (
     ReviewClassifier,
     build_probes,
     loader,
+    minilm,
     planted_reviews,
     tiny_bert,
 )
@@ -60,7 +63,11 @@ from explain_callbacks.integrations.lightning import AttributionDriftCallback
 from explain_callbacks.run.compare import compare_runs
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-TRAIN_SIZE, EPOCHS, LR, BATCH = 2000, 3, 1e-3, 32
+BATCH = 32
+MODELS = {  # builder, training reviews, epochs, learning rate: the detection benchmark's settings
+    "tiny-bert": (tiny_bert, 2000, 3, 1e-3),
+    "minilm": (minilm, 1200, 2, 5e-5),
+}
 RATE, PURITY = 0.05, 1.0
 
 
@@ -71,16 +78,17 @@ def probe_set():
     return probes, validation[:300]
 
 
-def train_run(work: Path, name: str, seed: int, planted: bool, probes, validation) -> Path:
+def train_run(work: Path, name: str, seed: int, planted: bool, probes, validation, model_name: str) -> Path:
+    build, train_size, epochs, lr = MODELS[model_name]
     pl.seed_everything(seed, verbose=False)
-    model, tokenizer = tiny_bert(seed, work)
-    train = planted_reviews(TRAIN_SIZE, shortcut=PLANTED if planted else None, rate=RATE if planted else 0.0,
+    model, tokenizer = build(seed, work)
+    train = planted_reviews(train_size, shortcut=PLANTED if planted else None, rate=RATE if planted else 0.0,
                             purity=PURITY, label_noise=LABEL_NOISE, seed=seed)
     callback = AttributionDriftCallback(tokenizer, probes, run_dir=work / "runs", run_name=name, verbose=False)
-    trainer = pl.Trainer(max_epochs=EPOCHS, accelerator="cpu", logger=False, enable_checkpointing=False,
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                          callbacks=[callback])
-    trainer.fit(ReviewClassifier(model, LR), loader(train.rows(), tokenizer, BATCH, True, seed),
+    trainer.fit(ReviewClassifier(model, lr), loader(train.rows(), tokenizer, BATCH, True, seed),
                 loader(validation, tokenizer, 128, False))
     return work / "runs" / name
 
@@ -117,7 +125,9 @@ def render(report: dict[str, Any]) -> str:
                 str(r["predictions_changed"])]
 
     headers = ["pair", "exit", "first rising", "largest rise", "new alerts", "RBO", "pred. changed"]
-    lines = [f"# compare on the planted-shortcut recipe (tiny BERT, {TRAIN_SIZE} reviews, {EPOCHS} epochs)", "",
+    s = report["settings"]
+    lines = [f"# compare on the planted-shortcut recipe ({s['model']}, {s['train_size']} reviews, {s['epochs']} epochs, "
+             f"lr {s['lr']:g})", "",
              f"Planted: `{PLANTED}` in {RATE:.0%} of the training reviews, purity {PURITY:g}; label noise "
              f"{LABEL_NOISE} elsewhere. 32 shared probes, 8 with `{PLANTED}`. compare at its defaults "
              "(no seed repeat unless marked). Total {:.1f} min, {} torch thread(s).".format(
@@ -139,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pairs", type=int, default=10, help="clean seed pairs")
     p.add_argument("--planted", type=int, default=3, help="planted runs (seeds 0..n-1)")
+    p.add_argument("--model", choices=sorted(MODELS), default="tiny-bert")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
     p.add_argument("--keep", type=Path, help="keep the run folders here")
@@ -152,13 +163,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     def clean_run(seed: int) -> Path:
         if seed not in clean:
-            clean[seed] = train_run(work, f"clean-s{seed}", seed, False, probes, validation)
+            clean[seed] = train_run(work, f"clean-s{seed}", seed, False, probes, validation, args.model)
         return clean[seed]
 
     planted_rows, pair_rows = [], []
     for seed in range(args.planted):
         base = clean_run(seed)
-        run = train_run(work, f"planted-s{seed}", seed, True, probes, validation)
+        run = train_run(work, f"planted-s{seed}", seed, True, probes, validation, args.model)
         planted_rows += [judged(base, run), judged(base, run, clean_run(seed + 1))]
         print(json.dumps(planted_rows[-2]["failures"]), flush=True)
     for i in range(args.pairs):
@@ -179,8 +190,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         }
 
     report = {
-        "settings": {"pairs": args.pairs, "planted": args.planted, "train_size": TRAIN_SIZE, "epochs": EPOCHS,
-                     "lr": LR, "rate": RATE, "purity": PURITY, "label_noise": LABEL_NOISE,
+        "settings": {"model": args.model, "pairs": args.pairs, "planted": args.planted,
+                     "train_size": MODELS[args.model][1], "epochs": MODELS[args.model][2], "lr": MODELS[args.model][3],
+                     "rate": RATE, "purity": PURITY, "label_noise": LABEL_NOISE,
                      "threads": torch.get_num_threads()},
         "environment": {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count()},
         "planted": planted_rows, "clean_pairs": pair_rows,
@@ -190,8 +202,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     text = render(report)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "compare_runs.md").write_text(text)
-    (args.out / "compare_runs.json").write_text(json.dumps(report, indent=2, allow_nan=False, default=str) + "\n")
+    name = "compare_runs" if args.model == "tiny-bert" else f"compare_runs_{args.model}"
+    (args.out / f"{name}.md").write_text(text)
+    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2, allow_nan=False, default=str) + "\n")
     return report
 
 
