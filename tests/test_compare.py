@@ -129,6 +129,14 @@ def test_unusable_input_exits_2_with_one_line(runs, tmp_path, capsys):
     assert main(["compare", str(runs["base"]), str(damaged)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "summary.json" in err
+    broken = tmp_path / "broken_faithfulness"
+    shutil.copytree(runs["planted"], broken)
+    summary = json.loads((broken / SUMMARY_FILE).read_text())
+    summary["checks"][-1]["faithfulness"] = "high"
+    (broken / SUMMARY_FILE).write_text(json.dumps(summary))
+    capsys.readouterr()
+    assert main(["compare", str(runs["base"]), str(broken)]) == 2
+    assert "checks[1].faithfulness' must be an object" in capsys.readouterr().err
     assert main(["compare", str(runs["base"]), str(tmp_path / "missing")]) == 2
     assert main(["compare", str(runs["base"]), str(runs["planted"]), "--base-repeat", str(tmp_path / "missing")]) == 2
     disjoint = tmp_path / "disjoint"

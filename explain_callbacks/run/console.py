@@ -323,21 +323,6 @@ def candidates_table(
     return table
 
 
-__all__ = [
-    "alert_line",
-    "alerts_table",
-    "candidates_table",
-    "comparison_tables",
-    "drift_detail_tables",
-    "drift_table",
-    "faithfulness_table",
-    "figure",
-    "percent",
-    "print_check",
-    "progress_line",
-    "top_words_table",
-    "word_change",
-]
 
 
 # --------------------------------------------------------------------------- faithfulness and compare
@@ -424,3 +409,20 @@ def comparison_tables(comparison: Any, limit: int = 10) -> list[Any]:
             table.add_row(text(name.replace("_", " ")), text(base.get(name)), text(run.get(name)))
         tables.append(table)
     return tables
+
+
+__all__ = [
+    "alert_line",
+    "alerts_table",
+    "candidates_table",
+    "comparison_tables",
+    "drift_detail_tables",
+    "drift_table",
+    "faithfulness_table",
+    "figure",
+    "percent",
+    "print_check",
+    "progress_line",
+    "top_words_table",
+    "word_change",
+]

@@ -203,6 +203,11 @@ class _Schema:
                 self.fail(f"{where}.drift.{name}", "a plain value")
         self.scalars(check.get("convergence"), f"{where}.convergence")
         self.scalars(check.get("timings"), f"{where}.timings", "num")
+        faithfulness = self.obj(check.get("faithfulness"), f"{where}.faithfulness", optional=True)
+        for name, value in faithfulness.items():  # means per check; "fractions" lists the removal sizes
+            values = value if name == "fractions" and isinstance(value, list) else [value]
+            if not all(_is_num(v) for v in values):
+                self.fail(f"{where}.faithfulness.{name}", "a number or null")
         for i, row in enumerate(self.objects(check.get("top_tokens"), f"{where}.top_tokens")):
             self.fields(row, _TOP_TOKEN_FIELDS, f"{where}.top_tokens[{i}]")
         self.strings(check.get("entered"), f"{where}.entered")
