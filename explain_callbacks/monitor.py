@@ -18,36 +18,32 @@ from typing import Any, Sequence
 
 import torch
 
+from explain_callbacks.attribution.adapters import ModelAdapter
 from explain_callbacks.attribution.convergence import convergence_summary
 from explain_callbacks.attribution.engine import AttributionEngine
 from explain_callbacks.attribution.faithfulness import evaluate_faithfulness, faithfulness_summary
 from explain_callbacks.attribution.probes import ProbeSet, as_probe_set
 from explain_callbacks.attribution.records import (
     SCHEMA_VERSION,
-    SEVERITY_ORDER,
     CheckResult,
     ProbeAttribution,
     Snapshot,
+    at_or_above,
     json_safe,
 )
-from explain_callbacks.attribution.validation import positive_int
 from explain_callbacks.attribution.words import adjacent_phrases, text_words
 from explain_callbacks.detection.alerts import AlertRules, probe_health
 from explain_callbacks.detection.drift import DriftTracker
 from explain_callbacks.detection.shortcuts import ShortcutDiscovery
-from explain_callbacks.detection.statistics import (
-    DEFAULT_MAX_EXAMPLES,
-    TrainingStatistics,
-    batch_examples,
-    dataset_examples,
-)
+from explain_callbacks.detection.statistics import TrainingStatistics, batch_examples, dataset_examples
+from explain_callbacks.options import ENGINE_OPTIONS, MonitorOptions
 from explain_callbacks.run.directory import REPORT_FILE, default_run_name
+from explain_callbacks.run.sinks import same_target
 from explain_callbacks.run.sinks.base import RunInfo, Sink
+from explain_callbacks.run.sinks.run_dir import RunDirectorySink
 
 log = logging.getLogger(__name__)
 
-FAIL_ON = ("never", "warning", "error")
-VERBOSE = (True, False, "full")
 
 
 class AttributionAlertError(RuntimeError):
@@ -65,7 +61,9 @@ class AttributionMonitor:
 
     Args:
         engine: the ``AttributionEngine`` bound to the model being trained.
-        probes: a ``ProbeSet``, a list of texts/dicts, or a probe file.
+        probes: a ``ProbeSet``, a list of texts/dicts, or a probe file (default: ``options.probes``).
+        options: a validated ``MonitorOptions`` (what the integrations pass); else the keyword
+            arguments below build one, validated there:
         top_k: words per probe (and globally) that drift and alerts compare.
         watch_tokens, invariance_pairs: see ``AlertRules``; ignored when ``rules`` is given.
         training_texts, training_labels: the training data (or a sample) for shortcut discovery.
@@ -80,76 +78,79 @@ class AttributionMonitor:
         verbose: what a check prints to stderr: ``True`` (default) one line (what was checked,
             how long it took against the time since the previous check, accuracy, new alerts),
             ``"full"`` the per-check table with the top words and alerts, ``False`` nothing.
+        every_n_epochs, every_n_steps: the schedule :meth:`due` answers by (a custom loop may
+            call :meth:`check` whenever it likes instead).
         faithfulness: measure each check's comprehensiveness and sufficiency against a random
-            baseline (:mod:`~.faithfulness`; up to 20 forwards a probe, no gradients).
+            baseline (:mod:`~.faithfulness`; up to 15 forwards a probe, no gradients).
     """
 
-    def __init__(
-        self,
-        engine: AttributionEngine,
-        probes: Any,
-        *,
-        top_k: int = 10,
-        watch_tokens: Sequence[str] = (),
-        invariance_pairs: Sequence[tuple[str, str]] = (),
-        training_texts: Sequence[str] | None = None,
-        training_labels: Sequence[Any] | None = None,
-        rules: AlertRules | None = None,
-        run_dir: str | Path | None = "explain_runs",
-        run_name: str | None = None,
-        resume: bool = False,
-        sinks: Sequence[Sink] = (),
-        fail_on: str = "never",
-        verbose: bool | str = True,
-        max_training_examples: int = DEFAULT_MAX_EXAMPLES,
-        faithfulness: bool = True,
-    ):
+    def __init__(self, engine: AttributionEngine, probes: Any = None, *, options: MonitorOptions | None = None,
+                 fallback_name: str | None = None, **kwargs: Any):
         if not isinstance(engine, AttributionEngine):
             raise TypeError(f"engine must be an AttributionEngine, got {type(engine).__name__}.")
-        if fail_on not in FAIL_ON:
-            raise ValueError(f"fail_on must be one of {FAIL_ON}, got {fail_on!r}.")
-        positive_int(top_k, "top_k", "AttributionMonitor")
-        if verbose not in VERBOSE:
-            raise ValueError(f"verbose must be True (one line per check), 'full' or False, got {verbose!r}.")
-        for sink in sinks:
-            if not isinstance(sink, Sink):
-                raise TypeError(f"{type(sink).__name__} is not a Sink (needs start, log_check, finish).")
+        if options is None:
+            built = sorted(set(kwargs) & set(ENGINE_OPTIONS))
+            if built:
+                raise TypeError(
+                    f"{', '.join(built)}= shape the engine, which is already built: pass them to "
+                    "AttributionEngine(...), or use AttributionMonitor.from_options(MonitorOptions(...), model)."
+                )
+            options = MonitorOptions(probes=probes, **kwargs)
+        elif kwargs:
+            raise TypeError(f"give options= or keyword options, not both (got {', '.join(sorted(kwargs))}=).")
+        if probes is None and options.probes is None:
+            raise ValueError("no probes: pass probes=, or give the trainer a validation/eval dataset to sample them from.")
+        self.options = options
         self.engine = engine
-        self.probes: ProbeSet = as_probe_set(probes)
-        self.top_k = top_k
-        self.fail_on = fail_on
-        self.verbose = verbose
-        if not isinstance(faithfulness, bool):
-            raise ValueError(f"faithfulness must be True or False, got {faithfulness!r}.")
-        self.faithfulness = faithfulness
+        self.probes: ProbeSet = options.probes if probes is None else as_probe_set(probes)
+        if options.probes is None or self.probes is not options.probes:
+            options.rules.validate(self.probes)  # the options could not: the probes were not known yet
+        self.top_k = options.top_k
+        self.fail_on = options.fail_on
+        self.verbose = options.verbose
+        self.faithfulness = options.faithfulness
         self._faithfulness_s = 0.0
-        self.rules = rules or AlertRules(watch_tokens=watch_tokens, invariance_pairs=invariance_pairs)
-        self.rules.validate(self.probes)
-        self.tracker = DriftTracker(top_k=top_k)
-        self.statistics = TrainingStatistics(max_training_examples, phrases=_probe_phrases(self.probes, self.rules))
+        self.rules: AlertRules = options.rules
+        self.tracker = DriftTracker(top_k=options.top_k)
+        self.statistics = TrainingStatistics(options.max_training_examples,
+                                             phrases=_probe_phrases(self.probes, self.rules))
         self.statistics.bind_tokenizer(getattr(engine.adapter, "tokenizer", None))
         self.discovery = ShortcutDiscovery(
-            training_texts=training_texts, training_labels=training_labels, statistics=self.statistics
+            training_texts=options.training_texts, training_labels=options.training_labels, statistics=self.statistics
         )
-        self.run_name = run_name or default_run_name()
-        self.resume = resume
-        self.sinks: list[Sink] = []
-        self.run_dir_sink = None
-        if run_dir is not None:
-            from explain_callbacks.run.sinks.run_dir import RunDirectorySink
-
-            self.run_dir_sink = RunDirectorySink(run_dir, name=self.run_name, resume=resume)
-            self.sinks.append(self.run_dir_sink)
-        self.sinks.extend(sinks)
+        self.run_name = options.run_name or fallback_name or default_run_name()
+        self.resume = options.resume
+        self.run_dir = None if options.run_dir is None else Path(options.run_dir)
+        self.sinks: list[Sink] = [RunDirectorySink(self.run_dir)] if self.run_dir is not None else []
+        self.sinks.extend(options.sinks)
         self._candidates: list[dict[str, Any]] = []
         self._failed_checks: list[str] = []
         self._sink_errors: list[str] = []
         self._status = "running"
         self._started = False
+        self._refused = False  # set-up failed: the run never started, and writes nothing
         self._finished = False
         self._restored = False
+        self._last_boundary: int | None = None  # the schedule position (see due())
         self._last_check_end: float | None = None  # perf_counter at set-up, then after each check
         self.engine.prepare(self.probes)
+
+    @classmethod
+    def from_options(cls, options: MonitorOptions, adapter_or_model: Any, tokenizer: Any = None,
+                     probes: ProbeSet | None = None, *, adapter_built: bool = False,
+                     run_name: str | None = None) -> "AttributionMonitor":
+        """Bind validated ``options`` to a model (or an adapter; ``adapter_built=True`` says the
+        caller built it with ``options.adapter_kwargs()``); ``probes`` fill in when the options
+        hold none, and ``run_name`` (the framework's own run name) when ``options.run_name`` is
+        not set."""
+        adapter_kwargs = {} if adapter_built else options.adapter_kwargs()
+        if adapter_kwargs and isinstance(adapter_or_model, ModelAdapter):
+            raise ValueError(
+                f"{', '.join(sorted(adapter_kwargs))}= cannot be applied to an already built "
+                f"{type(adapter_or_model).__name__}; it tokenizes (and truncates) as the model was trained."
+            )
+        engine = AttributionEngine(adapter_or_model, tokenizer, **options.engine_kwargs(), **adapter_kwargs)
+        return cls(engine, probes, options=options, fallback_name=run_name)
 
     # --------------------------------------------------------------- lifecycle
     @property
@@ -158,7 +159,8 @@ class AttributionMonitor:
 
     @property
     def run_path(self) -> Path | None:
-        return self.run_dir_sink.path if self.run_dir_sink is not None else None
+        """This run's folder in the run directory (``None`` without one)."""
+        return self.run_dir / self.run_name if self.run_dir is not None else None
 
     def config(self) -> dict[str, Any]:
         e = self.engine
@@ -178,36 +180,74 @@ class AttributionMonitor:
         }
 
     def add_sink(self, sink: Sink) -> None:
-        """Add a sink before the first check (integrations add the framework's loggers here)."""
+        """Add a sink before the first check (integrations add the framework's loggers here). A
+        sink that writes where one already does (the same TensorBoard writer or W&B run, see
+        :func:`~explain_callbacks.run.sinks.same_target`) is not added twice."""
         if not isinstance(sink, Sink):
             raise TypeError(f"{type(sink).__name__} is not a Sink (needs start, log_check, finish).")
-        if self._started:
+        if any(same_target(sink, other) for other in self.sinks):
+            return
+        if self._started and not self._refused:
             sink.start(self._run_info())
         self.sinks.append(sink)
 
     def _run_info(self) -> RunInfo:
+        history = self.tracker.history
         return RunInfo(
-            name=self.run_name, probes=self.probes, config=self.config(), resume=self.resume, restored=self._restored
+            name=self.run_name, probes=self.probes, config=self.config(), resume=self.resume, restored=self._restored,
+            last_check_index=(history[-1]["check_index"] if history else -1) if self._restored else None,
+            summary=self.summary() if self._restored else None,
         )
 
     def setup(self) -> None:
-        """Start the sinks (rank zero only). Called by the first ``check`` if not before."""
+        """Start the sinks (rank zero only). Called by the first ``check`` if not before. A sink
+        that must not be skipped (``required``, as the run directory is: a folder another run
+        holds) stops set-up with its error, and the monitor then writes nothing anywhere."""
+        if self._refused:
+            raise RuntimeError("this monitor's set-up was refused; build a new one (another run_name or run_dir).")
         if self._started:
             return
+        if self.is_rank_zero:
+            info = self._run_info()
+            started: list[Sink] = []
+            for sink in list(self.sinks):
+                if not getattr(sink, "required", False):
+                    continue
+                try:
+                    sink.start(info)
+                except BaseException:
+                    self._refused = True
+                    for done in started:
+                        self._call_sink(done, "abandon")
+                    raise
+                started.append(sink)
+            for sink in self.sinks:
+                if not getattr(sink, "required", False):
+                    self._call_sink(sink, "start", info)
         self._started = True
         self._last_check_end = time.perf_counter()
-        if not self.is_rank_zero:
-            return
-        info = self._run_info()
-        for sink in list(self.sinks):
-            if sink is self.run_dir_sink:
-                sink.start(info)  # a refused run directory must stop set-up, not be skipped
-                if self._restored:  # drop checks made after the checkpoint we resumed from
-                    history = self.tracker.history
-                    last = history[-1]["check_index"] if history else -1
-                    sink.truncate_after_check(last, self.summary())
-            else:
-                self._call_sink(sink, "start", info)
+
+    # ---------------------------------------------------------------- schedule
+    def start_schedule(self, step: int = 0, epochs: float = 0.0, recorded: int | None = None) -> None:
+        """Where the schedule stands when training starts (or resumes at ``step`` / ``epochs``
+        completed): the boundary restored from a checkpoint, else ``recorded`` (an older
+        checkpoint's), else the one training is at, so a resumed run without state does not
+        check at once. A position ahead of training (a second ``fit`` that counts from 0 again)
+        moves back to where training is."""
+        here = self.options.schedule.boundary(step, epochs) or 0
+        if self._last_boundary is None:
+            self._last_boundary = recorded if recorded is not None else here
+        self._last_boundary = min(self._last_boundary, here)
+
+    def due(self, step: int | None = None, epochs: float | None = None) -> bool:
+        """Whether a check is due after ``step`` optimizer steps or ``epochs`` completed epochs
+        (fractional allowed), by ``every_n_steps`` / ``every_n_epochs``: once per boundary
+        passed, however often a framework's events repeat. Answering yes takes the boundary."""
+        boundary = self.options.schedule.boundary(step, epochs)
+        if boundary is None or boundary <= (self._last_boundary or 0):
+            return False
+        self._last_boundary = boundary
+        return True
 
     def _call_sink(self, sink: Sink, method: str, *args: Any) -> None:
         try:
@@ -322,8 +362,11 @@ class AttributionMonitor:
         """Put a failed check in ``summary.json`` at once, then raise it under
         ``fail_on="error"``; otherwise log it and let training continue."""
         self._failed_checks.append(f"step {step}: {type(err).__name__}: {err}")
-        if self.is_rank_zero and self.run_dir_sink is not None:
-            self._call_sink(self.run_dir_sink, "write_summary", self.summary())
+        if self.is_rank_zero:
+            summary = self.summary()
+            for sink in self.sinks:
+                if hasattr(sink, "update"):
+                    self._call_sink(sink, "update", summary)
         if self.fail_on == "error":
             raise err
         log.exception("%s at step %s failed; training continues.", stage, step)
@@ -449,15 +492,14 @@ class AttributionMonitor:
             return False
         if self._failed_checks:  # a failed check is an error-level event, so "warning" fails too
             return True
-        threshold = SEVERITY_ORDER[self.fail_on]
-        return any(SEVERITY_ORDER.get(a.severity, 0) >= threshold for a in self.rules.alerts)
+        return any(at_or_above(a.severity, self.fail_on) for a in self.rules.alerts)
 
     def should_stop(self, result: CheckResult | None) -> bool:
         """Whether the check that gave ``result`` raised a new alert at or above ``fail_on``
         (``"warning"`` when ``fail_on="never"``): rank zero's answer on every rank, so that all
         ranks stop together. Collective under ``torch.distributed``: call it on every rank."""
-        threshold = SEVERITY_ORDER["warning" if self.fail_on == "never" else self.fail_on]
-        stop = result is not None and any(SEVERITY_ORDER.get(a.severity, 0) >= threshold for a in result.new_alerts)
+        threshold = "warning" if self.fail_on == "never" else self.fail_on
+        stop = result is not None and any(at_or_above(a.severity, threshold) for a in result.new_alerts)
         if _distributed()[1] > 1:
             box = [stop]
             torch.distributed.broadcast_object_list(box, src=0)
@@ -472,6 +514,8 @@ class AttributionMonitor:
         if self._finished:
             return self.summary()
         self._finished = True
+        if self._refused:  # its run directory belongs to another run: write nothing there
+            return self.summary()
         self._status = status
         summary = self.summary()
         message = None
@@ -490,8 +534,7 @@ class AttributionMonitor:
         return summary
 
     def _failure_message(self) -> str:
-        threshold = SEVERITY_ORDER[self.fail_on]
-        hits = [a for a in self.rules.alerts if SEVERITY_ORDER.get(a.severity, 0) >= threshold]
+        hits = [a for a in self.rules.alerts if at_or_above(a.severity, self.fail_on)]
         lines = [f"{len(hits)} attribution alert(s) at or above {self.fail_on!r}:"]
         lines += [f"  [{a.severity}] {a.rule}: {a.message}" for a in hits[:10]]
         lines += [f"  check failed: {msg}" for msg in self._failed_checks[:5]]
@@ -514,6 +557,7 @@ class AttributionMonitor:
             "failed_checks": list(self._failed_checks),
             "sink_errors": list(self._sink_errors),
             "statistics": self.discovery.statistics.state_dict(self.discovery.min_count),
+            "schedule": {"last_boundary": self._last_boundary},
         })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -538,12 +582,10 @@ class AttributionMonitor:
         self._candidates = list(state.get("candidates", []))
         self._failed_checks = list(state.get("failed_checks", []))
         self._sink_errors = list(state.get("sink_errors", []))
+        self._last_boundary = (state.get("schedule") or {}).get("last_boundary", self._last_boundary)
         self.run_name = state.get("run_name", self.run_name)
         self.resume = True
         self._restored = True
-        if self.run_dir_sink is not None:
-            self.run_dir_sink.resume = True
-            self.run_dir_sink.name = self.run_name
 
 
 def _probe_phrases(probes: ProbeSet, rules: AlertRules) -> set[str]:

@@ -1,7 +1,9 @@
-"""The options every integration takes, validated once at construction.
+"""The options every integration takes, validated once, at construction.
 
-Integrations build a ``MonitorOptions`` in their ``__init__`` (so bad options fail before
-training starts) and call ``build_monitor`` when the model and tokenizer are known.
+``MonitorOptions`` is the one place the monitor's options are spelled and checked: the
+integrations build one in their ``__init__`` (so bad options fail before training starts), the
+bare ``AttributionMonitor`` builds one from its keyword arguments, and everything below trusts
+them. ``Schedule`` is the one rule for when a check is due.
 """
 
 from __future__ import annotations
@@ -11,16 +13,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from explain_callbacks.attribution.adapters import ModelAdapter
-from explain_callbacks.attribution.engine import ADAPTIVE, DEFAULT_MAX_STEPS, DEFAULT_N_STEPS, AttributionEngine
-from explain_callbacks.attribution.probes import ProbeSet, as_probe_set
+from explain_callbacks.attribution.engine import (
+    ADAPTIVE,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_N_STEPS,
+    validate_engine_options,
+)
+from explain_callbacks.attribution.probes import ProbeError, ProbeSet, as_probe_set
+from explain_callbacks.attribution.records import FAIL_ON
 from explain_callbacks.attribution.validation import positive_int
 from explain_callbacks.detection.alerts import AlertRules
 from explain_callbacks.detection.statistics import DEFAULT_MAX_EXAMPLES
-from explain_callbacks.monitor import FAIL_ON, AttributionMonitor
 from explain_callbacks.run.directory import PROBES_FILE, validate_run_name
 from explain_callbacks.run.readers import read_probes
 from explain_callbacks.run.sinks.base import Sink
+
+VERBOSE = (True, False, "full")
 
 
 @dataclass
@@ -40,30 +48,31 @@ class Schedule:
         if self.every_n_epochs is None and self.every_n_steps is None:
             raise ValueError("set every_n_epochs or every_n_steps.")
 
-    def due_at_epoch_end(self, epoch: int) -> bool:
-        """``epoch`` counts from 0; the first check runs after epoch ``every_n_epochs - 1``."""
-        return self.every_n_epochs is not None and (epoch + 1) % self.every_n_epochs == 0
-
-    def due_at_step(self, step: int) -> bool:
-        return self.every_n_steps is not None and step > 0 and step % self.every_n_steps == 0
-
-    def boundaries_passed(self, step: int, epoch: float) -> int:
-        """How many schedule boundaries (every n steps, or every n whole epochs) training has
-        passed at ``step`` and fractional ``epoch``: a check is due when this grows."""
+    def boundary(self, step: int | None = None, epochs: float | None = None) -> int | None:
+        """How many schedule boundaries training has passed after ``step`` optimizer steps or
+        ``epochs`` completed epochs (fractional allowed): a check is due when this grows.
+        ``None`` when the schedule counts the one that was not given."""
         if self.every_n_steps is not None:
-            return step // self.every_n_steps
-        return math.floor(epoch + 1e-6) // self.every_n_epochs
+            return None if step is None else int(step) // self.every_n_steps
+        if epochs is None:
+            return None
+        return math.floor(epochs + 1e-6) // self.every_n_epochs
+
+
+# The options that shape the engine; a monitor given a built engine refuses them.
+ENGINE_OPTIONS = ("n_steps", "max_steps", "method", "target", "rel_tolerance", "tokens_per_chunk", "max_length",
+                  "adapter_options")
 
 
 @dataclass
 class MonitorOptions:
-    """Core options shared by the Lightning, Hugging Face and Flair integrations.
+    """The options shared by the Lightning, Hugging Face and Flair integrations and the bare
+    ``AttributionMonitor``.
 
-    Validated here once (the integrations pass their ``**options`` through; the layers below
-    trust them). ``n_steps`` / ``max_steps`` are the Integrated Gradients integration steps of
-    one check (first pass / refinement cap), not training steps: the names are kept because
-    they are ``AttributionEngine``'s public arguments (DESIGN.md) and Captum's ``n_steps``; the
-    training schedule is ``every_n_steps`` / ``every_n_epochs``.
+    ``n_steps`` / ``max_steps`` are the Integrated Gradients integration steps of one check
+    (first pass / refinement cap), not training steps: the names are kept because they are
+    ``AttributionEngine``'s public arguments (DESIGN.md) and Captum's ``n_steps``; the training
+    schedule is ``every_n_steps`` / ``every_n_epochs``.
     """
 
     probes: Any = None
@@ -98,31 +107,53 @@ class MonitorOptions:
         self.schedule = Schedule(self.every_n_epochs, self.every_n_steps)
         if self.fail_on not in FAIL_ON:
             raise ValueError(f"fail_on must be one of {FAIL_ON}, got {self.fail_on!r}.")
+        if self.verbose not in VERBOSE:
+            raise ValueError(f"verbose must be True (one line per check), 'full' or False, got {self.verbose!r}.")
         if self.run_name is not None:
             validate_run_name(self.run_name)
         positive_int(self.probe_sample_size, "probe_sample_size")
+        positive_int(self.top_k, "top_k")
+        positive_int(self.max_training_examples, "max_training_examples")
+        positive_int(self.max_length, "max_length", optional=True)
+        validate_engine_options(self.n_steps, self.max_steps, self.method, self.rel_tolerance, self.tokens_per_chunk,
+                                owner="options")
         if self.probes is not None:
             self.probes = as_probe_set(self.probes)
         if isinstance(self.watch_tokens, str):
             raise ValueError("watch_tokens must be a list of words, not one string.")
+        if (self.training_texts is None) != (self.training_labels is None):
+            raise ValueError("give training_texts and training_labels together (one label per text).")
+        for sink in self.sinks:
+            if not isinstance(sink, Sink):
+                raise TypeError(f"{type(sink).__name__} is not a Sink (needs start, log_check, finish).")
         if self.rules is None:
             self.rules = AlertRules(watch_tokens=self.watch_tokens, invariance_pairs=self.invariance_pairs)
         if self.probes is not None:
             self.rules.validate(self.probes)
-        positive_int(self.top_k, "top_k")
-        positive_int(self.max_training_examples, "max_training_examples")
         if not isinstance(self.faithfulness, bool):
             raise ValueError(f"faithfulness must be True or False, got {self.faithfulness!r}.")
-        positive_int(self.n_steps, "n_steps", minimum=2)
-        positive_int(self.max_steps, "max_steps", minimum=self.n_steps)
 
-    def resumed_probes(self, state: Mapping[str, Any] | None = None) -> ProbeSet | None:
-        """The probes a run uses before any are sampled; the one rule of every integration.
+    def adapter_kwargs(self) -> dict[str, Any]:
+        """What the model adapter is built with: ``adapter_options`` plus ``max_length``."""
+        kwargs = dict(self.adapter_options)
+        if self.max_length is not None:
+            kwargs.setdefault("max_length", self.max_length)
+        return kwargs
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        return {"n_steps": self.n_steps, "max_steps": self.max_steps, "method": self.method, "target": self.target,
+                "rel_tolerance": self.rel_tolerance, "tokens_per_chunk": self.tokens_per_chunk}
+
+    def run_probes(self, state: Mapping[str, Any] | None = None, *, sample_from: Any = None, where: str = "the dataset",
+                   **sampling: Any) -> ProbeSet:
+        """The probes a run uses; the one rule of every integration.
 
         ``probes=`` when given; else the probes a checkpoint stored (``state["probes"]``, the
         integration's saved state); else, with ``resume=True`` and a ``run_name``, the run
-        directory's ``probes.jsonl``. ``None``: nothing recorded, sample new probes. A resumed
-        run never resamples, so a changed eval/validation set cannot change its probes."""
+        directory's ``probes.jsonl``; else ``probe_sample_size`` probes sampled from
+        ``sample_from`` (seeded, stratified: :meth:`ProbeSet.sample` with ``sampling``; ``where``
+        names it in errors). A resumed run never resamples, so a changed eval/validation set
+        cannot change its probes."""
         if self.probes is not None:
             return self.probes
         if state and state.get("probes"):
@@ -131,45 +162,9 @@ class MonitorOptions:
             recorded = read_probes(Path(self.run_dir) / self.run_name / PROBES_FILE)
             if recorded:
                 return ProbeSet(recorded)
-        return None
-
-    def build_monitor(self, adapter_or_model: Any, tokenizer: Any = None, probes: ProbeSet | None = None) -> AttributionMonitor:
-        """Bind the options to a model; ``probes`` fills in when none were given."""
-        probe_set = self.probes if self.probes is not None else probes
-        if probe_set is None:
-            raise ValueError("no probes: pass probes=, or give the trainer a validation/eval dataset to sample them from.")
-        adapter_options = dict(self.adapter_options)
-        if self.max_length is not None:
-            adapter_options.setdefault("max_length", self.max_length)
-        if adapter_options and isinstance(adapter_or_model, ModelAdapter):
-            raise ValueError(
-                f"{', '.join(sorted(adapter_options))}= cannot be applied to an already built "
-                f"{type(adapter_or_model).__name__}; it tokenizes (and truncates) as the model was trained."
-            )
-        engine = AttributionEngine(
-            adapter_or_model,
-            tokenizer,
-            n_steps=self.n_steps,
-            max_steps=self.max_steps,
-            method=self.method,
-            target=self.target,
-            rel_tolerance=self.rel_tolerance,
-            tokens_per_chunk=self.tokens_per_chunk,
-            **adapter_options,
-        )
-        return AttributionMonitor(
-            engine,
-            probe_set,
-            top_k=self.top_k,
-            rules=self.rules,
-            training_texts=self.training_texts,
-            training_labels=self.training_labels,
-            max_training_examples=self.max_training_examples,
-            run_dir=self.run_dir,
-            run_name=self.run_name,
-            resume=self.resume,
-            sinks=self.sinks,
-            fail_on=self.fail_on,
-            verbose=self.verbose,
-            faithfulness=self.faithfulness,
-        )
+        if sample_from is None:
+            raise ValueError(f"no probes: pass probes=, or give {where} to sample them from.")
+        try:
+            return ProbeSet.sample(sample_from, self.probe_sample_size, seed=0, **sampling)
+        except ProbeError as err:
+            raise ProbeError(f"sampling probes from {where}: {err} Or pass probes=[...].") from None

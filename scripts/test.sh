@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite, in both supported environments:
+# The whole test suite, in both supported environments, after the packaging check (scripts/check_wheel.sh):
 #   .venv      transformers 4.57.x + Flair 0.15.1 + Lightning + W&B + TensorBoard
 #   .venv-tf5  the newest transformers 5.x (no Flair)
 set -euo pipefail
@@ -16,6 +16,8 @@ fi
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false WANDB_MODE=offline WANDB_SILENT=true
 status=0
+echo ">> packaging: the wheel, installed alone, imports every integration and runs the CLI"
+bash scripts/check_wheel.sh || status=$?
 echo ">> tests: transformers 4.57 + Flair"
 .venv/bin/python -m pytest -q "$@" || status=$?
 echo ">> tests: transformers 5.x"

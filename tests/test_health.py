@@ -81,6 +81,21 @@ def test_one_class_needs_enough_probes_and_two_label_classes():
         assert [_health_alerts(rules, i, predictions, labels) for i in (0, 1)] == [[], []]
 
 
+def test_a_majority_prediction_on_an_imbalanced_probe_set_is_no_collapse():
+    """It warned "the model predicts 'positive' for all 12 probes, whose labels hold 2 classes" on
+    11 positive and 1 negative probes at 92% accuracy: one missed probe is no evidence of a collapse."""
+    labels = [1] * 11 + [0]
+    rules = AlertRules()
+    assert _health_alerts(rules, 0, [1] * 11 + [0], labels) == []  # it told the classes apart once
+    assert _health_alerts(rules, 1, [1] * 12, labels) == []
+    assert _health_alerts(rules, 2, [1] * 12, labels) == []
+    labels = [1] * 7 + [0] * 5  # five probes of the other class, all missed: a collapse
+    rules = AlertRules()
+    assert _health_alerts(rules, 0, labels, labels) == []
+    alerts = [a for a in _health_alerts(rules, 1, [1] * 12, labels) if a.key == "model_health:one_class"]
+    assert len(alerts) == 1 and alerts[0].evidence["n_other_class_probes"] == 5 and "(5 probes of the others)" in alerts[0].message
+
+
 def test_accuracy_drop_from_the_best_earlier_check_warns_and_survives_a_checkpoint():
     rules = AlertRules()
     labels = [0, 1] * 5

@@ -11,6 +11,7 @@ import torch
 from tiny_models import tiny_model
 
 from explain_callbacks.attribution.adapters import HuggingFaceAdapter
+from explain_callbacks.monitor import AttributionMonitor
 from explain_callbacks.options import MonitorOptions
 
 LONG = "the movie was good and the plot was great and the acting was fun"
@@ -18,9 +19,8 @@ LONG = "the movie was good and the plot was great and the acting was fun"
 
 def test_max_length_truncates_as_the_model_was_trained(bert_tok):
     model = tiny_model("bert", bert_tok)
-    monitor = MonitorOptions(max_length=6, run_dir=None, verbose=False, n_steps=4, max_steps=4).build_monitor(
-        model, bert_tok, [LONG, "bad plot"]
-    )
+    options = MonitorOptions(max_length=6, run_dir=None, verbose=False, n_steps=4, max_steps=4)
+    monitor = AttributionMonitor.from_options(options, model, bert_tok, [LONG, "bad plot"])
     assert monitor.config()["max_length"] == 6 and monitor.summary()["config"]["max_length"] == 6
     result = monitor.check(step=1, epoch=0)
     long = next(a for a in result.snapshot.attributions if a.text == LONG)
@@ -31,9 +31,8 @@ def test_max_length_truncates_as_the_model_was_trained(bert_tok):
 
 
 def test_default_is_the_tokenizer_and_model_limit(bert_tok):
-    monitor = MonitorOptions(run_dir=None, verbose=False, n_steps=4, max_steps=4).build_monitor(
-        tiny_model("bert", bert_tok), bert_tok, ["good film"]
-    )
+    options = MonitorOptions(run_dir=None, verbose=False, n_steps=4, max_steps=4)
+    monitor = AttributionMonitor.from_options(options, tiny_model("bert", bert_tok), bert_tok, ["good film"])
     expected = HuggingFaceAdapter(tiny_model("bert", bert_tok), bert_tok).max_length
     assert monitor.config()["max_length"] == expected
 
@@ -41,7 +40,7 @@ def test_default_is_the_tokenizer_and_model_limit(bert_tok):
 def test_a_built_adapter_refuses_max_length_next_to_it(bert_tok):
     adapter = HuggingFaceAdapter(tiny_model("bert", bert_tok), bert_tok)
     with pytest.raises(ValueError, match="max_length= cannot be applied"):
-        MonitorOptions(max_length=6, run_dir=None).build_monitor(adapter, probes=["good film"])
+        AttributionMonitor.from_options(MonitorOptions(max_length=6, run_dir=None), adapter, probes=["good film"])
 
 
 def test_hf_trainer_callback_takes_max_length(tmp_path):

@@ -152,7 +152,7 @@ def test_a_failed_check_is_an_event_not_a_row_and_old_error_fields_still_load(tr
 
 @pytest.mark.parametrize("top_k", [True, 0, 2.0])
 def test_top_k_must_be_a_positive_int_not_a_bool(trained, top_k):
-    with pytest.raises(ValueError, match="AttributionMonitor: top_k must be a positive integer"):
+    with pytest.raises(ValueError, match="top_k must be a positive integer"):
         make_monitor(trained, None, top_k=top_k)
 
 

@@ -12,8 +12,8 @@ from explain_callbacks import AttributionEngine, AttributionMonitor
 from explain_callbacks.options import MonitorOptions
 
 LINE = re.compile(
-    r"^attribution check (\d+) \(step (\d+), epoch (\d+)\): (\d+) probes in \d+\.\d s "
-    r"\(\d+% of \d+ s since the (start|previous check)\)"
+    r"^attribution check (\d+) \(step (\d+), epoch (\d+)\): (\d+) probes in \d+\.\d s"
+    r"(?: \(\d+% of \d+ s since the (start|previous check)\))?"
 )
 
 
@@ -36,10 +36,21 @@ def test_default_prints_one_line_per_check(bert_tok, capsys):
     lines = _check_lines(capsys.readouterr().err)
     assert len(lines) == 2
     first, second = (LINE.match(line) for line in lines)
-    assert first and first.groups() == ("0", "5", "0", "2", "start")
-    assert second and second.groups() == ("1", "10", "1", "2", "previous check")
+    assert first and first.groups()[:4] == ("0", "5", "0", "2") and first.group(5) in ("start", None)
+    assert second and second.groups()[:4] == ("1", "10", "1", "2") and second.group(5) in ("previous check", None)
     assert "accuracy " in lines[0] and "top: " in lines[0]
     assert all("\n" not in line and len(line) < 300 for line in lines)
+
+
+def test_the_share_of_the_wall_time_shows_only_when_that_time_is_measurable(bert_tok):
+    """A fast check once read "(95% of 0 s since the start)": a share of a blink says nothing."""
+    from explain_callbacks.run.console import progress_line
+
+    result = _monitor(bert_tok, verbose=False).check(step=5, epoch=0)
+    result.snapshot.timings = {"total_s": 0.38, "since_previous_s": 0.4}
+    assert "since the" not in progress_line(result) and "2 probes in 0.4 s" in progress_line(result)
+    result.snapshot.timings = {"total_s": 3.0, "since_previous_s": 40.0}
+    assert "(8% of 40 s since the start)" in progress_line(result)
 
 
 def test_verbose_false_is_silent_and_full_prints_the_table(bert_tok, capsys):

@@ -231,6 +231,26 @@ def test_two_monitors_with_one_run_name_cannot_interleave(tmp_path, tiny):
     assert _monitor(tiny, tmp_path).run_name != _monitor(tiny, tmp_path).run_name  # default names
 
 
+def test_a_refused_monitor_writes_nothing_into_the_folder_it_was_refused(tmp_path, tiny):
+    """It used to: b's finish() replaced a's summary.json and report.html with b's 0 checks."""
+    a = _monitor(tiny, tmp_path, run_name="clash", verbose=False)
+    b = _monitor(tiny, tmp_path, run_name="clash", verbose=False)
+    b.probes = b.probes.__class__(["only", "two"])  # b's summary would hold 2 probes
+    a.setup()
+    with pytest.raises(RunDirectoryInUseError):
+        b.setup()
+    a.check(step=5, epoch=0)
+    a.check(step=10, epoch=1)
+    a.finish()
+    report = (tmp_path / "clash" / "report.html").read_bytes()
+    b.finish()
+    with pytest.raises(RuntimeError, match="refused"):
+        b.check(step=15, epoch=2)
+    summary = _summary(tmp_path / "clash")
+    assert summary["n_probes"] == 3 and [c["step"] for c in summary["checks"]] == [5, 10]
+    assert (tmp_path / "clash" / "report.html").read_bytes() == report
+
+
 def test_resume_without_checkpoint_state_is_refused(tmp_path, tiny):
     done = _monitor(tiny, tmp_path, run_name="r")
     done.check(step=5, epoch=0)

@@ -67,7 +67,31 @@ def _assert_usable_or_one_line(code: int, out: str, err: str, where: str) -> Non
         assert err == "", f"{where}: {err!r}"
 
 
-def test_mutated_summaries_exit_2_with_one_line_never_a_traceback(tmp_path, capsys, monkeypatch):
+def _conforms(summary: object) -> bool:
+    """Whether a summary matches the published schema (``summary.schema.json``, read by the
+    jsonschema library itself) and the schema version this package reads."""
+    from jsonschema import Draft202012Validator
+
+    from explain_callbacks.attribution.records import SCHEMA_VERSION
+    from explain_callbacks.run.readers import SUMMARY_SCHEMA_FILE
+
+    schema = json.loads(SUMMARY_SCHEMA_FILE.read_text(encoding="utf-8"))
+    if not isinstance(summary, dict) or type(summary.get("schema_version")) is not int:
+        return False
+    return summary["schema_version"] == SCHEMA_VERSION and Draft202012Validator(schema).is_valid(summary)
+
+
+def _fails_the_gate(summary: dict) -> bool:
+    """What ``check`` (default ``--fail-on warning``) promises: a warning or error alert, cleared
+    or not, or any failed check, lost write or failed sink."""
+    return any(a.get("severity") in ("warning", "error") for a in summary.get("alerts") or []) or any(
+        summary.get(name) for name in ("failed_checks", "write_failures", "sink_errors"))
+
+
+def test_mutated_summaries_exit_2_exactly_when_they_break_the_schema(tmp_path, capsys, monkeypatch):
+    """A file that does not match the schema is exit 2 with one line; one that does is judged
+    (0 or 1, as its alerts say). It once let 6 of 108 calls through (``alerts[0].evidence`` a
+    string: ``show`` exit 0, ``check`` exit 1)."""
     monkeypatch.setenv("COLUMNS", "120")
     run_path = write_run_dir(
         tmp_path / "fuzz", n_checks=2, alerts=[make_alert("warning"), make_alert("error", active=False, rule="r")],
@@ -78,11 +102,24 @@ def test_mutated_summaries_exit_2_with_one_line_never_a_traceback(tmp_path, caps
     for seed in range(300):
         rng = random.Random(seed)
         mutated = _mutate(original, rng)
-        _write(run_path / "summary.json", mutated, depth=rng.choice([5, 50, 100_000]))
+        depth = rng.choice([5, 50, 100_000])
+        _write(run_path / "summary.json", mutated, depth=depth)
+        try:
+            on_disk = json.loads((run_path / "summary.json").read_text(encoding="utf-8"))
+        except RecursionError:  # 100,000 levels deep: no JSON reader takes it
+            on_disk = None
+        usable = on_disk is not None and _conforms(on_disk)
         for command in ("check", "show") if seed % 50 else ("check", "show", "report"):
             code = main([command, str(run_path)])
             captured = capsys.readouterr()
-            _assert_usable_or_one_line(code, captured.out, captured.err, f"seed {seed} {command}")
+            where = f"seed {seed} {command}"
+            _assert_usable_or_one_line(code, captured.out, captured.err, where)
+            if not usable:
+                assert code == 2, f"{where}: a summary that breaks the schema was read"
+            elif command == "check":
+                assert code == (1 if _fails_the_gate(on_disk) else 0), where
+            else:
+                assert code == 0, where
             codes.append(code)
     assert codes.count(2) > 50 and codes.count(1) > 50  # the mutations hit both sides
 
@@ -145,3 +182,11 @@ def test_visible_keeps_ordinary_text():
     text = "naïve café — 日本語 emoji 🙂 tab\tand\nnewline"
     assert visible(text) == text
     assert visible("a\x1bb\u202ec") == "a[U+001B]b[U+202E]c"
+
+
+def test_the_schema_knows_the_one_severity_ordering():
+    from explain_callbacks.attribution.records import SEVERITY_ORDER
+    from explain_callbacks.run.readers import SUMMARY_SCHEMA_FILE
+
+    schema = json.loads(SUMMARY_SCHEMA_FILE.read_text(encoding="utf-8"))
+    assert schema["$defs"]["alert"]["properties"]["severity"]["enum"] == list(SEVERITY_ORDER)

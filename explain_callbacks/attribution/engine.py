@@ -52,6 +52,23 @@ class NonFiniteOutputError(RuntimeError):
     """The model's outputs are NaN or infinite for some probes: no attribution can be trusted."""
 
 
+
+def validate_engine_options(
+    n_steps: Any, max_steps: Any, method: Any, rel_tolerance: Any, tokens_per_chunk: Any, owner: str = "AttributionEngine"
+) -> None:
+    """The one rule for the engine's numeric options, applied by ``AttributionEngine`` and, before
+    any model is known, by ``MonitorOptions`` (so an integration refuses them at construction)."""
+    positive_int(n_steps, "n_steps", owner, minimum=2)
+    if not is_int(max_steps) or max_steps < n_steps:
+        raise ValueError(f"{owner}: max_steps ({max_steps!r}) must be an int >= n_steps ({n_steps}).")
+    if method not in METHODS:
+        raise ValueError(f"{owner}: method {method!r} is not one of {METHODS}.")
+    if isinstance(rel_tolerance, bool) or not isinstance(rel_tolerance, (int, float)) or not 0 < rel_tolerance < 1:
+        raise ValueError(f"{owner}: rel_tolerance must be in (0, 1), got {rel_tolerance!r}.")
+    if not is_int(tokens_per_chunk) or tokens_per_chunk < 64:
+        raise ValueError(f"{owner}: tokens_per_chunk must be an integer of at least 64, got {tokens_per_chunk!r}.")
+
+
 @dataclass
 class Calibration:
     """What the first check learnt about the model: the padding side that leaves outputs
@@ -161,16 +178,8 @@ class AttributionEngine:
         tokens_per_chunk: int = 8192,
         **adapter_options: Any,
     ):
+        validate_engine_options(n_steps, max_steps, method, rel_tolerance, tokens_per_chunk)
         self.adapter: ModelAdapter = as_adapter(adapter_or_model, tokenizer, **adapter_options)
-        positive_int(n_steps, "n_steps", "AttributionEngine", minimum=2)
-        if not is_int(max_steps) or max_steps < n_steps:
-            raise ValueError(f"max_steps ({max_steps!r}) must be an int >= n_steps ({n_steps}).")
-        if method not in METHODS:
-            raise ValueError(f"method {method!r} is not one of {METHODS}.")
-        if not 0 < rel_tolerance < 1:
-            raise ValueError(f"rel_tolerance must be in (0, 1), got {rel_tolerance!r}.")
-        if tokens_per_chunk < 64:
-            raise ValueError(f"tokens_per_chunk must be at least 64, got {tokens_per_chunk!r}.")
         self.n_steps = n_steps
         self.method = method
         self.rel_tolerance = float(rel_tolerance)

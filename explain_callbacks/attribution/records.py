@@ -166,6 +166,20 @@ class Alert:
 
 
 SEVERITY_ORDER = {"info": 0, "warning": 1, "error": 2}
+FAIL_ON = ("never", "warning", "error")
+
+
+def severity_rank(severity: Any) -> int:
+    """The one severity ordering (the monitor's ``fail_on``, ``explain-callbacks check`` and the
+    report all use it). A severity this version does not know ranks above every known one, so
+    a gate never passes an event it cannot read."""
+    return SEVERITY_ORDER.get(severity, len(SEVERITY_ORDER)) if isinstance(severity, str) else len(SEVERITY_ORDER)
+
+
+def at_or_above(severity: Any, threshold: str) -> bool:
+    """Whether ``severity`` reaches ``threshold`` (a severity, or a ``fail_on`` value: ``"never"``
+    is reached by nothing)."""
+    return threshold != "never" and severity_rank(severity) >= SEVERITY_ORDER[threshold]
 
 
 @dataclass

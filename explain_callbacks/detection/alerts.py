@@ -59,6 +59,9 @@ def _same_label(label: Any, attribution: ProbeAttribution) -> bool:
     return str(label) in (str(attribution.prediction), str(attribution.prediction_name))
 
 
+HEALTH_MIN_OTHER_CLASS_PROBES = 5
+
+
 def probe_health(snapshot: Snapshot) -> dict[str, Any]:
     """How the model does on the probes at one check: ``n_probes``, ``prediction_counts`` (class
     name: probes predicted as it), ``n_labelled`` (probes with a label), ``label_counts``,
@@ -395,20 +398,26 @@ class AlertRules:
         """One class takes every probe, or the accuracy on labelled probes collapsed."""
         predictions, labels = health["prediction_counts"], health["label_counts"]
         n, accuracy = health["n_probes"], health["accuracy"]
-        one_class = n >= self.health_min_probes and len(predictions) == 1 and len(labels) >= 2
+        only = next(iter(predictions), None)
+        # Probes of the classes the model never predicts: a model that tells classes apart misses
+        # all of them by chance rarely only when they are several (each a coin flip: 0.5 ** 5 = 3%),
+        # so on an imbalanced probe set a majority-only prediction with one miss is no collapse.
+        others = health["n_labelled"] - labels.get(only, 0)
+        one_class = (n >= self.health_min_probes and len(predictions) == 1 and len(labels) >= 2
+                     and others >= HEALTH_MIN_OTHER_CLASS_PROBES)
         self._one_class_checks = self._one_class_checks + 1 if one_class else 0
         collapsed = self._predicted_several
         self._predicted_several = self._predicted_several or len(predictions) >= 2
         # A model often predicts one class before it has learned anything: that is a collapse
         # only after it had told classes apart, or when it still does so at the next check.
         if one_class and (collapsed or self._one_class_checks >= 2):
-            (only, _), = predictions.items()
             yield (
                 "model_health",
                 "model_health:one_class",
-                f"the model predicts {only!r} for all {n} probes, whose labels hold {len(labels)} classes.",
+                f"the model predicts {only!r} for all {n} probes, whose labels hold {len(labels)} classes "
+                f"({others} probes of the others).",
                 None,
-                {"condition": "one_class", **health},
+                {"condition": "one_class", "n_other_class_probes": others, **health},
             )
         if accuracy is None or health["n_labelled"] < self.health_min_probes:
             return

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
-from explain_callbacks.attribution.records import SEVERITY_ORDER
+from explain_callbacks.attribution.records import at_or_above, severity_rank
 
 REPORT_CANDIDATES = 5  # candidates told in sentences; the rest only in the raw table
 
@@ -215,8 +215,8 @@ def verdict(summary: Mapping[str, Any], alerts: Sequence[Any] | None = None) -> 
     checks = [c for c in summary.get("checks") or [] if isinstance(c, Mapping)]
     candidates = [c for c in summary.get("candidates") or [] if isinstance(c, Mapping)]
     alerts = list(summary.get("alerts") or []) if alerts is None else list(alerts)
-    alerts.sort(key=lambda a: (-SEVERITY_ORDER.get(_get(a, "severity"), 0), not _get(a, "active", True)))
-    serious = [a for a in alerts if SEVERITY_ORDER.get(_get(a, "severity"), 0) >= 1]
+    alerts.sort(key=lambda a: (-severity_rank(_get(a, "severity")), not _get(a, "active", True)))
+    serious = [a for a in alerts if at_or_above(_get(a, "severity"), "warning")]
     active = [a for a in serious if _get(a, "active", True)]
     if not checks:
         return ["The run recorded no checks, so nothing was examined yet."]
@@ -239,7 +239,7 @@ def verdict(summary: Mapping[str, Any], alerts: Sequence[Any] | None = None) -> 
         span = f" at step {steps[0]}" if len(steps) == 1 or steps[0] == steps[-1] else f" from step {steps[0]} to {steps[-1]}"
     what = f"{_plural(len(checks), 'check')}" + (f" of {_plural(n_probes, 'probe')}" if n_probes else "") + span
     lead = f"No alert: {what} found no shortcut, watched word or broken invariance to flag."
-    infos = [a for a in alerts if SEVERITY_ORDER.get(_get(a, "severity"), 0) == 0]
+    infos = [a for a in alerts if not at_or_above(_get(a, "severity"), "warning")]
     if candidates:
         top = candidates[0]
         basis = (top.get("evidence") or {}).get("basis") if isinstance(top.get("evidence"), Mapping) else None

@@ -9,7 +9,6 @@ to their namespace; everything else lives in :class:`AttributionDriftLogic`.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any, Callable, Sequence
 
@@ -23,7 +22,6 @@ from explain_callbacks.attribution.adapters import (
     find_hf_model,
     resolve_attr,
 )
-from explain_callbacks.attribution.probes import ProbeError, ProbeSet
 from explain_callbacks.integrations._lightning_support import (
     LoggerSink,
     default_run_name,
@@ -62,7 +60,7 @@ class AttributionDriftLogic:
             ``AttributionAlertError`` at the end of fit), ``sinks``, ``rules``, ...
 
     Probes of a resumed run: the checkpoint's stored probes, else (``resume=True``) the run
-    directory's ``probes.jsonl``; they are never resampled (``MonitorOptions.resumed_probes``).
+    directory's ``probes.jsonl``; they are never resampled (``MonitorOptions.run_probes``).
 
     Shortcut discovery's training statistics are gathered without being passed: from the train
     dataloader's dataset when it holds texts (or input ids) with labels, else from the first
@@ -104,8 +102,6 @@ class AttributionDriftLogic:
         self.monitor: AttributionMonitor | None = None
         self._adapter: ModelAdapter | None = None
         self._pending_state: dict[str, Any] | None = None
-        self._last_epoch: int | None = None
-        self._last_step: int | None = None
 
     @property
     def state_key(self) -> str:
@@ -120,13 +116,10 @@ class AttributionDriftLogic:
         if self.monitor is not None and self._pending_state is None:
             self._pending_state = self.state_dict()  # a second fit() continues the same history
         self.monitor = None
-        self._last_epoch = self._last_step = None
         self._adapter = self._build_adapter(pl_module)
 
     def _build_adapter(self, pl_module: nn.Module) -> ModelAdapter:
-        extra = dict(self.options.adapter_options)
-        if self.options.max_length is not None:
-            extra.setdefault("max_length", self.options.max_length)
+        extra = self.options.adapter_kwargs()
         layer = self.embedding_layer
         if isinstance(layer, str):
             layer = resolve_attr(pl_module, layer, "embedding_layer")
@@ -146,37 +139,23 @@ class AttributionDriftLogic:
         if self._adapter is None:
             raise RuntimeError("AttributionDriftCallback.setup() did not run for this fit.")
         state, self._pending_state = self._pending_state, None
-        options = dataclasses.replace(
-            self.options, adapter_options={}, max_length=None, run_name=self.options.run_name or default_run_name(trainer)
+        probes = self.options.run_probes(
+            state, sample_from=validation_dataset(self._pl, trainer), where="the validation dataset (its dataloader)",
+            text_key=self.text_key, label_key=self.label_key,
         )
-        probes = options.resumed_probes(state)
-        if probes is None:
-            probes = self._sample_probes(trainer)
         if isinstance(self._adapter, ForwardFunctionAdapter) and self.label_names is None:
             self._adapter.infer_label_names(probes[0])
-        monitor = options.build_monitor(self._adapter, probes=probes)
+        monitor = AttributionMonitor.from_options(self.options, self._adapter, probes=probes, adapter_built=True,
+                                                  run_name=default_run_name(trainer))
         if state:
             monitor.load_state_dict(state)
+        monitor.start_schedule(step=trainer.global_step, epochs=trainer.current_epoch)
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 monitor.add_sink(self._logger_sink(logger))
         monitor.setup()
         monitor.observe_dataset(getattr(trainer.train_dataloader, "dataset", None), self.text_key)
         self.monitor = monitor
-
-    def _sample_probes(self, trainer: Any) -> ProbeSet:
-        dataset = validation_dataset(self._pl, trainer)
-        if dataset is None:
-            raise ValueError(
-                "no probes: pass probes= to AttributionDriftCallback, or give the trainer a "
-                "validation dataloader whose dataset has a text column to sample them from."
-            )
-        try:
-            return ProbeSet.sample(
-                dataset, n=self.options.probe_sample_size, text_key=self.text_key, label_key=self.label_key, seed=0
-            )
-        except ProbeError as err:
-            raise ProbeError(f"sampling probes from the validation dataset: {err} Or pass probes=.") from None
 
     def _logger_sink(self, logger: Any) -> Sink:
         loggers = self._pl.loggers
@@ -202,10 +181,8 @@ class AttributionDriftLogic:
 
     def _check_epoch(self, trainer: Any) -> None:
         epoch = trainer.current_epoch
-        if self.monitor is None or epoch == self._last_epoch or not self.options.schedule.due_at_epoch_end(epoch):
-            return
-        self._last_epoch = epoch
-        self.monitor.check(step=trainer.global_step, epoch=epoch)
+        if self.monitor is not None and self.monitor.due(epochs=epoch + 1):
+            self.monitor.check(step=trainer.global_step, epoch=epoch)
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         """Training statistics for shortcut discovery, from the batches training draws anyway
@@ -214,11 +191,9 @@ class AttributionDriftLogic:
             self.monitor.observe_batch(batch, trainer.current_epoch, trainer.num_training_batches)
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        step = trainer.global_step  # repeats across accumulated batches: check once per step
-        if self.monitor is None or step == self._last_step or not self.options.schedule.due_at_step(step):
-            return
-        self._last_step = step
-        self.monitor.check(step=step, epoch=trainer.current_epoch)
+        step = trainer.global_step  # repeats across accumulated batches: due() answers once per step
+        if self.monitor is not None and self.monitor.due(step=step):
+            self.monitor.check(step=step, epoch=trainer.current_epoch)
 
     # ------------------------------------------------------------------ end
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:

@@ -39,9 +39,11 @@ def find_tokenizer(explicit: Any, trainer: Any, kwargs: dict[str, Any]) -> Any:
     return found
 
 
-def sample_probes(trainer: Any, kwargs: dict[str, Any], size: int, sampling: dict[str, Any]) -> ProbeSet:
-    """``size`` probes from the Trainer's eval dataset (its first, if several), else its train
-    dataset, else the training dataloader's; ``sampling`` holds the column names."""
+def sample_probes(options: Any, stored: dict[str, Any] | None, trainer: Any, kwargs: dict[str, Any],
+                  sampling: dict[str, Any]) -> ProbeSet:
+    """The run's probes by ``MonitorOptions.run_probes``; sampled from the Trainer's eval dataset
+    (its first, if several), else its train dataset, else the training dataloader's;
+    ``sampling`` holds the column names."""
     if trainer is not None and trainer.eval_dataset is not None:
         dataset, where = trainer.eval_dataset, "eval_dataset"
         if isinstance(dataset, Mapping):
@@ -52,14 +54,12 @@ def sample_probes(trainer: Any, kwargs: dict[str, Any], size: int, sampling: dic
         dataset, where = getattr(kwargs.get("train_dataloader"), "dataset", None), "training dataloader's dataset"
     text_key = sampling["text_key"]
     try:
-        return ProbeSet.sample(dataset, size, text_key=text_key, label_key=sampling["label_key"],
-                               text_pair_key=sampling["text_pair_key"])
+        return options.run_probes(stored, sample_from=dataset, where=f"the Trainer's {where}", **sampling)
     except ProbeError as err:
         raise ProbeError(
-            f"AttributionDriftCallback cannot sample probes from the Trainer's {where}: {err} Or pass probes=[...] "
-            f"(e.g. ProbeSet.sample(raw_dataset, ...)), or keep the raw {text_key!r} column in the dataset given "
-            f"to the Trainer (tokenize with map() without remove_columns=[{text_key!r}]; with "
-            "remove_unused_columns=True the Trainer drops it before the model)."
+            f"AttributionDriftCallback: {err} (e.g. ProbeSet.sample(raw_dataset, ...)), or keep the raw {text_key!r} "
+            f"column in the dataset given to the Trainer (tokenize with map() without remove_columns=[{text_key!r}]; "
+            "with remove_unused_columns=True the Trainer drops it before the model)."
         ) from None
 
 

@@ -17,8 +17,7 @@ import logging
 import sys
 from typing import Any
 
-from explain_callbacks.attribution.probes import ProbeSet
-from explain_callbacks.monitor import AttributionAlertError
+from explain_callbacks.monitor import AttributionAlertError, AttributionMonitor
 from explain_callbacks.options import MonitorOptions
 
 try:
@@ -60,7 +59,7 @@ class AttributionDriftPlugin(TrainerPlugin):
     fields; ``use_tokenizer`` / ``baseline`` go to ``FlairModelWrapper``.
 
     Epochs are counted from 0 as in the other integrations (Flair's epoch 1 is check epoch 0).
-    Probes follow the rule of every integration (``MonitorOptions.resumed_probes``): with
+    Probes follow the rule of every integration (``MonitorOptions.run_probes``): with
     ``resume=True`` and a ``run_name`` the run directory's ``probes.jsonl`` is reused, never
     resampled. Flair's trainer keeps no plugin state, so a run that already holds checks cannot
     be continued (refused at set-up, as any resume without checkpoint state).
@@ -87,24 +86,21 @@ class AttributionDriftPlugin(TrainerPlugin):
         model, corpus = self.trainer.model, self.trainer.corpus
         wrapper = FlairModelWrapper(model, **self.wrapper_options)
         opts = self.options
-        probes = opts.resumed_probes()
-        if probes is None:
-            split = corpus.dev or corpus.test
-            if not split:
-                raise ValueError("no probes: pass probes=, or give the corpus a dev or test split to sample them from.")
-            examples = _labelled_examples(split, model.label_type, model.multi_label)
-            probes = ProbeSet.sample(examples, opts.probe_sample_size, seed=0, stratified=not model.multi_label)
-        if opts.training_texts is None and not model.multi_label and corpus.train:
-            examples = _labelled_examples(corpus.train, model.label_type, False)
-            opts.training_texts, opts.training_labels = [t for t, _ in examples], [y for _, y in examples]
-        self.monitor = opts.build_monitor(wrapper, probes=probes)
+        split = corpus.dev or corpus.test
+        examples = _labelled_examples(split, model.label_type, model.multi_label) if split and opts.probes is None else None
+        probes = opts.run_probes(sample_from=examples, where="the corpus's dev or test split",
+                                 stratified=not model.multi_label)
+        self.monitor = AttributionMonitor.from_options(opts, wrapper, probes=probes)
         run = getattr(sys.modules.get("wandb"), "run", None)  # only if the user imported wandb
         if run is not None:
             from explain_callbacks.run.sinks.wandb import WandbSink  # wandb is imported already
 
-            if not any(isinstance(s, WandbSink) for s in self.monitor.sinks):
-                self.monitor.add_sink(WandbSink(run=run, step_key="flair/batch_count"))
+            self.monitor.add_sink(WandbSink(run=run, step_key="flair/batch_count"))
+        self.monitor.start_schedule()
         self.monitor.setup()
+        if opts.training_texts is None and not model.multi_label and corpus.train:
+            examples = _labelled_examples(corpus.train, model.label_type, False)
+            self.monitor.observe_examples([t for t, _ in examples], labels=[y for _, y in examples])
         if self.monitor.run_path is not None:
             log.info("attribution checks write to %s", self.monitor.run_path)
         # Registered now, after every plugin the trainer attached itself, so it runs last.
@@ -113,12 +109,12 @@ class AttributionDriftPlugin(TrainerPlugin):
     @TrainerPlugin.hook
     def after_training_batch(self, batch_count: int, epoch: int, **kw: Any) -> None:
         self._step = batch_count
-        if self.options.schedule.due_at_step(batch_count):
+        if self.monitor.due(step=batch_count):
             self._check(epoch, global_step=batch_count)
 
     @TrainerPlugin.hook
     def after_evaluation(self, epoch: int, **kw: Any) -> None:
-        if self.options.schedule.due_at_epoch_end(epoch - 1):
+        if self.monitor.due(epochs=epoch):  # Flair's epoch counts from 1: the epochs completed
             self._check(epoch, global_step=epoch)
 
     def _check(self, flair_epoch: int, global_step: int) -> None:

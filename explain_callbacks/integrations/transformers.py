@@ -19,7 +19,7 @@ search (``trainer_on_stack``) logs that it was used.
 Resume: the callback is an ``ExportableState``, so the monitor's ``state_dict()`` and the probes
 are saved in each checkpoint's ``trainer_state.json`` and read back at ``on_train_begin`` of a
 resumed run; drift history and alerts continue with the stored probes, never resampled (as in
-Lightning: ``MonitorOptions.resumed_probes``), whatever ``restore_callback_states_from_checkpoint`` says. When it
+Lightning: ``MonitorOptions.run_probes``), whatever ``restore_callback_states_from_checkpoint`` says. When it
 is ``True``, Hugging Face replaces the callback with one rebuilt from its JSON-able options, so
 options JSON cannot hold (sinks, a tokenizer object, custom ``rules``) are lost for the resumed
 run; a warning names them. Leave it ``False`` to keep them. ``training_texts`` and
@@ -118,7 +118,6 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
         self.monitor: AttributionMonitor | None = None
         # The attributes below ride in trainer_state.json (see ``state``).
         self.resume_state: dict[str, Any] | None = None
-        self.last_check_boundary: int | None = None
         self.rebuilt_without: list[str] = []
         self._trainer: weakref.ref | None = None
         self._training = False
@@ -153,14 +152,12 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
         model = kwargs["model"]
         model = getattr(model, "module", model)  # DDP's wrapper: attribute the module it trains
         stored = stored_state(state, type(self).__name__) if state.global_step > 0 else {}
-        probes = self.options.resumed_probes(stored.get("resume_state"))
-        if probes is None:
-            probes = sample_probes(trainer, kwargs, self.options.probe_sample_size, self.sampling)
-        self.monitor = self.options.build_monitor(model, find_tokenizer(self.tokenizer, trainer, kwargs), probes)
+        probes = sample_probes(self.options, stored.get("resume_state"), trainer, kwargs, self.sampling)
+        tokenizer = find_tokenizer(self.tokenizer, trainer, kwargs)
+        self.monitor = AttributionMonitor.from_options(self.options, model, tokenizer, probes)
         if stored.get("resume_state"):
             self.monitor.load_state_dict(stored["resume_state"])
-        boundary = stored.get("last_check_boundary")
-        self.last_check_boundary = boundary if boundary is not None else self._boundary(state)
+        self.monitor.start_schedule(state.global_step, state.epoch or 0.0, recorded=stored.get("last_check_boundary"))
         if state.is_world_process_zero:
             add_trainer_sinks(self.monitor, args, trainer, self.tensorboard)
         self.monitor.setup()
@@ -183,16 +180,11 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
         return trainer
 
     # ---------------------------------------------------------------- checks
-    def _boundary(self, state: Any) -> int:
-        return self.options.schedule.boundaries_passed(state.global_step, state.epoch or 0.0)
-
     def _maybe_check(self, state: Any, control: Any) -> None:
         if self.monitor is None or not self._training:
             return  # trainer.evaluate() outside train(): nothing is training
-        boundary = self._boundary(state)
-        if boundary <= self.last_check_boundary:
+        if not self.monitor.due(step=state.global_step, epochs=state.epoch or 0.0):
             return
-        self.last_check_boundary = boundary
         epoch = max(0, math.ceil((state.epoch or 0.0) - 1e-6) - 1)  # the epoch the check falls in, from 0
         result = self.monitor.check(step=state.global_step, epoch=epoch)
         if self.stop_on_alert and self.monitor.should_stop(result):
@@ -223,7 +215,6 @@ class AttributionDriftCallback(TrainerCallback, ExportableState):
         return {**self.monitor.state_dict(), "probes": [p.to_dict() for p in self.monitor.probes]}
 
     def state(self) -> dict[str, Any]:
-        """What ``trainer_state.json`` keeps: JSON-able options, the monitor's state, the schedule."""
-        return callback_state(
-            self._init_args, {"resume_state": self._resume_state(), "last_check_boundary": self.last_check_boundary}
-        )
+        """What ``trainer_state.json`` keeps: JSON-able options and the monitor's state (which
+        holds the schedule's position)."""
+        return callback_state(self._init_args, {"resume_state": self._resume_state()})

@@ -31,7 +31,7 @@ import sys
 from typing import Any, Iterable, Sequence
 
 from explain_callbacks import __version__
-from explain_callbacks.attribution.records import SEVERITY_ORDER, Alert
+from explain_callbacks.attribution.records import Alert, at_or_above
 from explain_callbacks.detection.verdict import blind_spots, health_line, verdict
 from explain_callbacks.run.console import (
     alerts_table,
@@ -185,10 +185,7 @@ def _text(value: Any):
 
 def failing_alerts(alerts: Iterable[Alert], fail_on: str, active_only: bool = False) -> list[Alert]:
     """The alerts that make ``check`` fail: severity at least ``fail_on`` (and active, if asked)."""
-    threshold = SEVERITY_ORDER[fail_on]
-    return [
-        a for a in alerts if SEVERITY_ORDER.get(a.severity, threshold) >= threshold and (a.active or not active_only)
-    ]
+    return [a for a in alerts if at_or_above(a.severity, fail_on) and (a.active or not active_only)]
 
 
 def _status_note(status: str) -> str | None:

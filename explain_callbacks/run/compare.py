@@ -49,7 +49,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy.stats import false_discovery_control, norm
 
-from explain_callbacks.attribution.records import SEVERITY_ORDER, Alert, ProbeAttribution, json_safe
+from explain_callbacks.attribution.records import Alert, ProbeAttribution, at_or_above, json_safe
 from explain_callbacks.detection.drift import compare_attributions, rankable_word
 from explain_callbacks.run.directory import RunDirError
 from explain_callbacks.run.readers import RunData, read_run
@@ -129,10 +129,9 @@ class Comparison:
     def failures(self, fail_on: str = "warning") -> list[str]:
         """Why ``compare`` fails at ``fail_on``: new alerts at or above it, and (a rising word is
         warning-level) significant rises when ``fail_on`` is ``"warning"``."""
-        threshold = SEVERITY_ORDER[fail_on]
         reasons = [f"new {a.severity} alert {a.rule}" + (f" on '{a.token}'" if a.token else "")
-                   for a in self.new_alerts if SEVERITY_ORDER.get(a.severity, 0) >= threshold]
-        if threshold <= SEVERITY_ORDER["warning"]:
+                   for a in self.new_alerts if at_or_above(a.severity, fail_on)]
+        if at_or_above("warning", fail_on):
             reasons += [f"'{w.word}' rose from {w.base_share:.2f} to {w.run_share:.2f} of the attribution "
                         f"({w.n_probes} probes, q = {w.q_value:.3g})" for w in self.rising]
         return reasons

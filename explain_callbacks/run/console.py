@@ -146,6 +146,9 @@ def print_check(result: CheckResult, console: Any = None) -> None:
         console.print(Padding(alert_line(alert), (0, 0, 0, 2)))
 
 
+MEASURABLE_S = 2.0  # the progress line shows the check's share only of at least this much wall time
+
+
 def progress_line(result: CheckResult, n_probes: int | None = None) -> str:
     """The one line a check prints while training runs (``verbose=True``, the default): what
     was checked, how long it took against the time since the previous check (training plus the
@@ -160,7 +163,7 @@ def progress_line(result: CheckResult, n_probes: int | None = None) -> str:
     total = snap.timings.get("total_s", 0.0)
     since = snap.timings.get("since_previous_s")
     took = f"{_plural(n, 'probe')} in {total:.1f} s"
-    if isinstance(since, (int, float)) and since > 0:
+    if isinstance(since, (int, float)) and since >= MEASURABLE_S:  # a share of a blink would say nothing
         took += f" ({total / since:.0%} of {since:.0f} s since the {'start' if snap.check_index == 0 else 'previous check'})"
     parts = [f"attribution check {snap.check_index} (step {snap.step}{epoch}): {took}"]
     accuracy = result.health.get("accuracy")

@@ -5,6 +5,7 @@ turns a run's failures into the events a CI gate reads."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from explain_callbacks.attribution.probes import Probe, ProbeError, ProbeSet
-from explain_callbacks.attribution.records import SCHEMA_VERSION, SEVERITY_ORDER, Alert, Snapshot
+from explain_callbacks.attribution.records import SCHEMA_VERSION, Alert, Snapshot
 from explain_callbacks.attribution.validation import is_int
 from explain_callbacks.run.directory import ATTRIBUTIONS_FILE, PROBES_FILE, SUMMARY_FILE, RunDirError
 
@@ -114,135 +115,39 @@ def recorded_fingerprint(run_path: str | os.PathLike[str]) -> str | None:
 
 # --------------------------------------------------------------------------- summary schema
 
-_INT = "an integer or null"
-_NUM = "a number or null"
-_STR = "a string or null"
+SUMMARY_SCHEMA_FILE = Path(__file__).parent / "schemas" / "summary.schema.json"
+_STABILISATION_FIELDS = ("check_index", "step", "epoch")
 
 
-def _is_int(v: Any) -> bool:
-    return v is None or is_int(v)
+@functools.lru_cache(maxsize=1)
+def _summary_validator() -> Any:
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(json.loads(SUMMARY_SCHEMA_FILE.read_text(encoding="utf-8")))
 
 
-def _is_num(v: Any) -> bool:
-    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+def _json_path(error: Any) -> str:
+    where = ""
+    for part in error.absolute_path:
+        where += f"[{part}]" if isinstance(part, int) else (f".{str(part)[:40]}" if where else str(part)[:40])
+    return where or "summary"
 
 
-def _is_str(v: Any) -> bool:
-    return v is None or isinstance(v, str)
-
-
-def _is_scalar(v: Any) -> bool:
-    return v is None or isinstance(v, (str, bool, int, float))
-
-
-_CHECKS = {"int": (_is_int, _INT), "num": (_is_num, _NUM), "str": (_is_str, _STR), "scalar": (_is_scalar, "a plain value")}
-
-_CHECK_FIELDS = {"check_index": "int", "step": "int", "epoch": "int"}  # older summaries' per-check "error" (always null) is ignored
-_ALERT_FIELDS = {
-    "rule": "str", "message": "str", "key": "str", "token": "str",
-    "first_step": "int", "first_epoch": "int", "first_check": "int",
-    "last_step": "int", "last_epoch": "int", "last_check": "int",
-}
-_TOP_TOKEN_FIELDS = {"word": "str", "rank": "int", "mean_share": "num", "sum_share": "num", "n_probes": "int"}
-_STABILISATION_FIELDS = {"check_index": "int", "step": "int", "epoch": "int"}
-_HEALTH_FIELDS = {"n_probes": "int", "n_labelled": "int", "n_correct": "int", "accuracy": "num"}
-_COVERAGE_FIELDS = {"invariance_pairs": "int", "n_training_examples": "int", "n_labelled_probes": "int"}
-
-
-class _Schema:
-    """Type checks for ``summary.json`` with one-line errors that name the field."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def fail(self, where: str, what: str) -> None:
-        raise RunDirError(f"{self.path}: '{where}' must be {what}; the file is damaged (or not written by explain-callbacks).")
-
-    def fields(self, obj: dict[str, Any], spec: dict[str, str], where: str) -> None:
-        for name, kind in spec.items():
-            check, what = _CHECKS[kind]
-            if not check(obj.get(name)):
-                self.fail(f"{where}.{name}", what)
-
-    def obj(self, value: Any, where: str, optional: bool = False) -> dict[str, Any]:
-        if value is None and optional:
-            return {}
-        if not isinstance(value, dict):
-            self.fail(where, "an object")
-        return value
-
-    def objects(self, value: Any, where: str) -> list[dict[str, Any]]:
-        if value is None:
-            return []
-        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-            self.fail(where, "a list of objects")
-        return value
-
-    def strings(self, value: Any, where: str) -> list[str]:
-        if value is None:
-            return []
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self.fail(where, "a list of strings")
-        return value
-
-    def scalars(self, value: Any, where: str, kind: str = "scalar") -> dict[str, Any]:
-        value = self.obj(value, where, optional=True)
-        check, what = _CHECKS[kind]
-        for name, v in value.items():
-            if not check(v):
-                self.fail(f"{where}.{name}", what)
-        return value
-
-    def check(self, check: dict[str, Any], where: str) -> None:
-        self.fields(check, _CHECK_FIELDS, where)
-        drift = self.obj(check.get("drift"), f"{where}.drift", optional=True)
-        for ref in ("vs_previous", "vs_reference"):
-            self.scalars(drift.get(ref), f"{where}.drift.{ref}", "num")
-        for name, value in drift.items():
-            if name not in ("vs_previous", "vs_reference", "per_probe") and not _is_scalar(value):
-                self.fail(f"{where}.drift.{name}", "a plain value")
-        self.scalars(check.get("convergence"), f"{where}.convergence")
-        self.scalars(check.get("timings"), f"{where}.timings", "num")
-        faithfulness = self.obj(check.get("faithfulness"), f"{where}.faithfulness", optional=True)
-        for name, value in faithfulness.items():  # means per check; "fractions" lists the removal sizes
-            values = value if name == "fractions" and isinstance(value, list) else [value]
-            if not all(_is_num(v) for v in values):
-                self.fail(f"{where}.faithfulness.{name}", "a number or null")
-        for i, row in enumerate(self.objects(check.get("top_tokens"), f"{where}.top_tokens")):
-            self.fields(row, _TOP_TOKEN_FIELDS, f"{where}.top_tokens[{i}]")
-        self.strings(check.get("entered"), f"{where}.entered")
-        self.strings(check.get("left"), f"{where}.left")
-        health = self.obj(check.get("health"), f"{where}.health", optional=True)  # absent in older summaries
-        self.fields(health, _HEALTH_FIELDS, f"{where}.health")
-        for name in ("prediction_counts", "label_counts"):
-            self.scalars(health.get(name), f"{where}.health.{name}", "int")
-
-    def coverage(self, raw: Any) -> dict[str, Any] | None:
-        """``coverage``: the options that decide what can fire (absent in older summaries: None)."""
-        if raw is None:
-            return None
-        coverage = self.obj(raw, "coverage")
-        self.fields(coverage, _COVERAGE_FIELDS, "coverage")
-        for name in ("watch_tokens", "watched_absent"):
-            self.strings(coverage.get(name), f"coverage.{name}")
-        if not isinstance(coverage.get("training_statistics"), (bool, type(None))):
-            self.fail("coverage.training_statistics", "true, false or null")
-        return coverage
-
-    def alert(self, raw: dict[str, Any], where: str) -> None:
-        for name in ("rule", "severity", "message", "key"):
-            if name not in raw:
-                raise RunDirError(
-                    f"{self.path}: {where} lacks a required field (rule, severity, message, key); the file is damaged."
-                )
-        if not isinstance(raw["severity"], str) or raw["severity"] not in SEVERITY_ORDER:
-            raise RunDirError(
-                f"{self.path}: {where} has unknown severity {raw['severity']!r:.60}; expected one of "
-                f"{', '.join(SEVERITY_ORDER)}."
-            )
-        self.fields(raw, _ALERT_FIELDS, where)
-        if not isinstance(raw.get("active", True), bool):
-            self.fail(f"{where}.active", "true or false")
+def _schema_problem(path: Path, summary: dict[str, Any]) -> RunDirError | None:
+    """The first way ``summary`` breaks ``summary.schema.json``, as one line naming the field."""
+    error = min(_summary_validator().iter_errors(summary), key=lambda e: (list(map(str, e.absolute_path)), e.validator),
+                default=None)
+    if error is None:
+        return None
+    where = _json_path(error)
+    if error.validator == "required":
+        return RunDirError(f"{path}: {where} lacks a required field ({', '.join(error.validator_value)}); "
+                           "the file is damaged.")
+    if error.validator == "enum" and where.endswith(".severity"):
+        return RunDirError(f"{path}: {where.removesuffix('.severity')} has unknown severity {error.instance!r:.60}; "
+                           f"expected one of {', '.join(error.validator_value)}.")
+    what = error.schema.get("description", "of another type") if isinstance(error.schema, dict) else "of another type"
+    return RunDirError(f"{path}: '{where}' must be {what}; the file is damaged (or not written by explain-callbacks).")
 
 
 def load_summary(run_path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -274,37 +179,28 @@ def load_summary(run_path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{path} has schema_version {version!r:.40}, this explain-callbacks reads {SCHEMA_VERSION}; "
             "use the explain-callbacks version that wrote the run."
         )
-    schema = _Schema(path)
+    problem = _schema_problem(path, summary)
+    if problem is not None:
+        raise problem
     summary = dict(summary)
-    summary["checks"] = schema.objects(summary.get("checks"), "checks")
-    for i, check in enumerate(summary["checks"]):
-        schema.check(check, f"checks[{i}]")
-    summary["alerts"] = schema.objects(summary.get("alerts"), "alerts")
-    for i, raw in enumerate(summary["alerts"]):
-        schema.alert(raw, f"alerts[{i}]")
-    summary["candidates"] = schema.objects(summary.get("candidates"), "candidates")
-    for i, candidate in enumerate(summary["candidates"]):
-        schema.fields(candidate, {"word": "str", "score": "num"}, f"candidates[{i}]")
-    trajectories = schema.obj(summary.get("trajectories"), "trajectories", optional=True)
-    for word, values in trajectories.items():
-        if not isinstance(values, list) or not all(_is_num(v) for v in values):
-            schema.fail(f"trajectories.{word[:40]}", "a list of numbers or nulls")
-    summary["trajectories"] = trajectories
+    for name in ("checks", "alerts", "candidates", "failed_checks", "sink_errors", "write_failures"):
+        summary[name] = summary.get(name) or []
+    summary["trajectories"] = summary.get("trajectories") or {}
+    summary["config"] = summary.get("config") or {}
+    summary["coverage"] = summary.get("coverage")
     stabilisation = summary.get("stabilisation")
-    if stabilisation is not None:
-        schema.fields(schema.obj(stabilisation, "stabilisation"), _STABILISATION_FIELDS, "stabilisation")
-        summary["stabilisation"] = {k: stabilisation.get(k) for k in _STABILISATION_FIELDS}
-    summary["config"] = schema.obj(summary.get("config"), "config", optional=True)
-    summary["failed_checks"] = schema.strings(summary.get("failed_checks"), "failed_checks")
-    summary["sink_errors"] = schema.strings(summary.get("sink_errors"), "sink_errors")
-    summary["write_failures"] = schema.strings(summary.get("write_failures"), "write_failures")
-    summary["coverage"] = schema.coverage(summary.get("coverage"))
-    schema.fields(summary, {"run_name": "str", "status": "str", "probe_fingerprint": "str", "n_probes": "int"}, "summary")
-    summary.setdefault("run_name", run_path.name)
-    summary["run_name"] = summary["run_name"] if summary["run_name"] is not None else run_path.name
+    summary["stabilisation"] = None if stabilisation is None else {k: stabilisation.get(k) for k in _STABILISATION_FIELDS}
+    summary["run_name"] = summary.get("run_name") if summary.get("run_name") is not None else run_path.name
     summary["status"] = summary.get("status") or "unknown"
-    summary.setdefault("stabilisation", None)
     return summary
+
+
+def _is_int(v: Any) -> bool:
+    return v is None or is_int(v)
+
+
+def _is_num(v: Any) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
 
 
 def _snapshot_problem(data: dict[str, Any]) -> str | None:

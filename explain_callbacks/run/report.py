@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from explain_callbacks.attribution.records import SEVERITY_ORDER, Alert, Snapshot
+from explain_callbacks.attribution.records import Alert, Snapshot, at_or_above, severity_rank
 from explain_callbacks.detection.verdict import blind_spots, candidate_sentences, health_line, top_candidates, verdict
 from explain_callbacks.run.directory import REPORT_FILE, write_text_atomic
 from explain_callbacks.run.readers import RunData, read_run
@@ -267,7 +267,7 @@ def sorted_alerts(alerts: Iterable[Alert]) -> list[Alert]:
     """Most severe first, then active before cleared, then earliest."""
     return sorted(
         alerts,
-        key=lambda a: (-SEVERITY_ORDER.get(a.severity, 0), not a.active, a.first_step if a.first_step is not None else 0),
+        key=lambda a: (-severity_rank(a.severity), not a.active, a.first_step if a.first_step is not None else 0),
     )
 
 
@@ -299,7 +299,7 @@ def heatmap_checks(snapshots: Sequence[Snapshot], last: int = HEATMAP_LAST_CHECK
 def _verdict_class(alerts: Sequence[Alert]) -> str:
     """How the verdict is coloured: ``alert`` (an active warning or error), ``cleared`` (they
     all cleared) or ``clean``."""
-    serious = [a for a in alerts if SEVERITY_ORDER.get(a.severity, 0) >= SEVERITY_ORDER["warning"]]
+    serious = [a for a in alerts if at_or_above(a.severity, "warning")]
     if any(a.active for a in serious):
         return "alert"
     return "cleared" if serious else "clean"

@@ -22,6 +22,7 @@ from explain_callbacks.run.sinks.run_dir import (
 _LAZY = {"TensorBoardSink": ".tensorboard", "WandbSink": ".wandb"}
 
 __all__ = [
+    "same_target",
     "ProbeSetChangedError",
     "ResumeWithoutStateError",
     "RunDirectoryExistsError",
@@ -33,6 +34,14 @@ __all__ = [
     "WandbSink",
     "write_json_atomic",
 ]
+
+
+def same_target(a: Any, b: Any) -> bool:
+    """Whether two sinks write to one place: the same class and the same ``target`` (a
+    TensorBoard writer or log folder, a W&B run), so a logger a user passed and one the
+    integration found are not both added. Sinks without a ``target`` are never the same."""
+    ta, tb = getattr(a, "target", None), getattr(b, "target", None)
+    return type(a) is type(b) and ta is not None and (ta is tb or ta == tb)
 
 
 def __getattr__(name: str) -> Any:

@@ -60,8 +60,11 @@ class RunDirectorySink:
     ``resume=True`` (or the monitor starts the run with ``RunInfo.resume``); a resumed run must
     use the same probes and appends to the history, and a monitor that resumes without its
     checkpoint state (``RunInfo.restored=False``) is refused rather than restarting at check 0.
-    ``render_report=False`` skips ``report.html`` at :meth:`finish`.
+    ``render_report=False`` skips ``report.html`` at :meth:`finish`. A sink that never claimed
+    its folder (its :meth:`start` failed, or was never called) writes nothing.
     """
+
+    required = True  # a folder another run holds must stop set-up, not be skipped
 
     def __init__(
         self,
@@ -105,6 +108,8 @@ class RunDirectorySink:
         lock.acquire()  # RunDirectoryInUseError while another run writes this folder
         try:
             self._open(run, path)
+            if run.restored and run.last_check_index is not None:  # drop checks made after the checkpoint
+                self.truncate_after_check(run.last_check_index, run.summary)
         except BaseException:
             lock.release()
             raise
@@ -199,6 +204,14 @@ class RunDirectorySink:
         """Replace ``summary.json`` with ``summary`` plus this sink's ``write_failures``."""
         write_json_atomic(self.summary_path, {**summary, "write_failures": list(self.write_failures)})
 
+    update = write_summary  # the Sink protocol's "the summary changed without a check"
+
+    def abandon(self) -> None:
+        """Let go of the folder without writing (set-up failed after this sink started)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
     def _try_write_summary(self, summary: dict[str, Any]) -> None:
         try:
             self.write_summary(summary)
@@ -206,6 +219,8 @@ class RunDirectorySink:
             logger.warning("%s not updated either", self.summary_path, exc_info=True)
 
     def finish(self, summary: dict[str, Any]) -> None:
+        if self._lock is None:  # the folder was never claimed (or already let go): not ours to write
+            return
         try:
             self.write_summary(summary)
             if self.render_report:

@@ -86,6 +86,11 @@ class TensorBoardSink:
     def writer(self) -> Any:
         return self._writer
 
+    @property
+    def target(self) -> Any:
+        """Where it writes: the writer it was given, else its log folder."""
+        return self._writer if not self._owns_writer else self.log_dir
+
     def _tag(self, name: str) -> str:
         head, sep, rest = name.partition("/")
         return f"{self.prefix}/{rest}" if head == "attribution" and sep else f"{self.prefix}/{name}"

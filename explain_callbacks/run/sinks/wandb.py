@@ -48,6 +48,11 @@ class WandbSink:
         self.log_tables = log_tables
         self.run: Any = None
 
+    @property
+    def target(self) -> Any:
+        """The W&B run it logs into: the one given, else whichever run is active."""
+        return self._given_run if self._given_run is not None else "the active W&B run"
+
     def start(self, run: RunInfo) -> None:
         active = self._given_run if self._given_run is not None else self._wandb.run
         if active is None:
