@@ -24,6 +24,7 @@ from explain_callbacks.attribution.adapters import ModelAdapter
 from explain_callbacks.attribution.convergence import convergence_summary
 from explain_callbacks.attribution.counting import PhaseCount
 from explain_callbacks.attribution.engine import AttributionEngine
+from explain_callbacks.attribution.faithfulness import evaluate_faithfulness, faithfulness_summary
 from explain_callbacks.attribution.probes import ProbeSet, as_probe_set
 from explain_callbacks.attribution.records import (
     SCHEMA_VERSION,
@@ -82,6 +83,8 @@ class AttributionMonitor:
             ``"full"`` the per-check table with the top words and alerts, ``False`` nothing.
         every_n_epochs, every_n_steps: the schedule :meth:`due` answers by (a custom loop may
             call :meth:`check` whenever it likes instead).
+        faithfulness: measure each check's comprehensiveness and sufficiency against a random
+            baseline (:mod:`~.faithfulness`; up to 15 forwards a probe, no gradients).
     """
 
     def __init__(self, engine: AttributionEngine, probes: Any = None, *, options: MonitorOptions | None = None,
@@ -108,6 +111,8 @@ class AttributionMonitor:
         self.top_k = options.top_k
         self.fail_on = options.fail_on
         self.verbose = options.verbose
+        self.faithfulness = options.faithfulness
+        self._faithfulness_s = 0.0
         self.rules: AlertRules = options.rules
         self.tracker = DriftTracker(top_k=options.top_k)
         self.statistics = TrainingStatistics(options.max_training_examples,
@@ -186,6 +191,7 @@ class AttributionMonitor:
             "max_overhead": self.options.max_overhead,
             "shortcut_evidence": self.discovery.evidence_config(),
             "shortcut_thresholds": asdict(self.rules.shortcut),
+            "faithfulness": self.faithfulness,
         }
 
     def add_sink(self, sink: Sink) -> None:
@@ -394,7 +400,7 @@ class AttributionMonitor:
         except Exception as err:
             self._check_failed(step, err, "attribution check")
             return None
-        attribute_s = time.perf_counter() - started
+        attribute_s = time.perf_counter() - started - self._faithfulness_s
         self._last_check_step = int(step)  # on every rank: final_check() must agree across ranks
         self._gather_statistics()
         lockstep = self.engine.lockstep
@@ -453,13 +459,36 @@ class AttributionMonitor:
             raise err
         log.exception("%s at step %s failed; training continues.", stage, step)
 
+    def _attribute_share(self, probes: Any) -> list[ProbeAttribution]:
+        """This rank's probes attributed, each with its faithfulness figures when that is on."""
+        attributions = self.engine.attribute(probes)
+        self._faithfulness_s = 0.0
+        if not self.faithfulness:
+            return attributions
+        if self.engine.lockstep is not None:  # its forwards are not gated: one rank's failure would desync FSDP
+            for attribution in attributions:
+                attribution.faithfulness = {"skipped": "not computed on a sharded model"}
+            return attributions
+        started = time.perf_counter()
+        try:
+            calibration = self.engine.calibration
+            figures = evaluate_faithfulness(self.engine.adapter, attributions, tokens_per_forward=self.engine.tokens_per_chunk,
+                                            mix_lengths=calibration is None or calibration.mix_lengths)
+        except Exception as err:  # the attributions stand without it; the reason is kept per probe
+            log.exception("faithfulness failed; the check keeps its attributions without it.")
+            figures = [{"skipped": f"failed: {type(err).__name__}: {err}"} for _ in attributions]
+        for attribution, figure in zip(attributions, figures):
+            attribution.faithfulness = figure
+        self._faithfulness_s = time.perf_counter() - started
+        return attributions
+
     def _attribute_all(self) -> list[ProbeAttribution]:
         rank, world = _distributed()
         if world == 1 or self.engine.lockstep is not None:
             # a sharded model: every rank runs every probe, in lockstep (``attribution.distributed``)
-            return self.engine.attribute(self.probes)
+            return self._attribute_share(self.probes)
         try:  # every rank must reach the gather, so a local failure travels as a message
-            local: Any = [a.to_dict() for a in self.engine.attribute(self.probes.shard(rank, world))]
+            local: Any = [a.to_dict() for a in self._attribute_share(self.probes.shard(rank, world))]
         except Exception as err:
             log.exception("attribution failed on rank %s.", rank)
             local = f"rank {rank}: {type(err).__name__}: {err}"
@@ -493,11 +522,14 @@ class AttributionMonitor:
         self._candidates = [dict(c) for c in self.rules.lead_with_alerting(ranked)]
         new_alerts = self.rules.evaluate(snapshot, self._candidates)
         convergence = convergence_summary(attributions)
+        faithfulness = faithfulness_summary(attributions)
         health = probe_health(snapshot)
         drift = self.tracker.update(snapshot)
         token_table = self.tracker.token_table(snapshot)
         now = time.perf_counter()
         snapshot.timings = {"attribute_s": attribute_s, "total_s": now - started, **self._phase_timings()}
+        if self.faithfulness:
+            snapshot.timings["faithfulness_s"] = self._faithfulness_s
         if self._last_check_end is not None:  # training time plus this check, since the last one
             snapshot.timings["since_previous_s"] = now - self._last_check_end
         self._last_check_end = now
@@ -506,7 +538,8 @@ class AttributionMonitor:
         if overhead["share"] is not None:
             snapshot.timings["overhead_share"] = overhead["share"]
         self.tracker.annotate(
-            snapshot.check_index, convergence=convergence, health=health, timings=dict(snapshot.timings)
+            snapshot.check_index, convergence=convergence, health=health, timings=dict(snapshot.timings),
+            faithfulness=faithfulness,
         )
         return CheckResult(
             snapshot=snapshot,
@@ -518,6 +551,7 @@ class AttributionMonitor:
             alerts=list(self.rules.alerts),
             candidates=self._candidates,
             schedule_note=self._next_check_note(),
+            faithfulness=faithfulness,
         )
 
     def _phase_timings(self) -> dict[str, float]:

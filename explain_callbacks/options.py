@@ -107,6 +107,7 @@ class MonitorOptions:
     verbose: bool | str = True  # one line per check on stderr; "full": the per-check table; False: silent
     max_length: int | None = None  # attribute probes up to this many tokens (set the training truncation)
     adapter_options: dict[str, Any] = field(default_factory=dict)
+    faithfulness: bool = True  # comprehensiveness / sufficiency per check (attribution/faithfulness.py)
     schedule: Schedule = field(init=False)
 
     def __post_init__(self) -> None:
@@ -145,6 +146,8 @@ class MonitorOptions:
             self.rules = AlertRules(watch_tokens=self.watch_tokens, invariance_pairs=self.invariance_pairs)
         if self.probes is not None:
             self.rules.validate(self.probes)
+        if not isinstance(self.faithfulness, bool):
+            raise ValueError(f"faithfulness must be True or False, got {self.faithfulness!r}.")
 
     def adapter_kwargs(self) -> dict[str, Any]:
         """What the model adapter is built with: ``adapter_options`` plus ``max_length``."""

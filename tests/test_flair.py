@@ -350,3 +350,15 @@ def test_minilm_wrapper_and_plugin(tmp_path, corpus, monkeypatch):
     summary = plugin.monitor.summary()
     assert len(summary["checks"]) == 1
     assert summary["checks"][0]["convergence"]["share_converged"] > 0.5
+
+
+def test_faithfulness_runs_on_the_flair_wrapper(model_dir, corpus):
+    from explain_callbacks.attribution.faithfulness import evaluate_faithfulness
+
+    wrapper = FlairModelWrapper(text_classifier(model_dir, corpus))
+    attributions = AttributionEngine(wrapper).attribute(ProbeSet(PROBES))
+    results = evaluate_faithfulness(wrapper, attributions)
+    by_id = {a.probe_id: r for a, r in zip(attributions, results)}
+    assert by_id["short"]["skipped"] and by_id["short"]["comprehensiveness"] is None  # one word: no fraction
+    scored = [r for r in results if r["comprehensiveness"] is not None]
+    assert scored and all(r["forwards"] == 3 * r["n_fractions"] for r in scored)

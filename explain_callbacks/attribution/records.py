@@ -75,6 +75,8 @@ class ProbeAttribution:
     truncated: bool = False
     baseline_id: int | None = None  # the token id the baseline puts at non-special positions
     non_finite: list[str] = field(default_factory=list)  # fields written as null: NaN or infinite
+    #: comprehensiveness, sufficiency and their random baselines (``attribution.faithfulness``); None when off
+    faithfulness: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Strict-JSON values: a non-finite number becomes ``None`` and its field is named in
@@ -187,7 +189,9 @@ class CheckResult:
     ``drift`` holds the averaged drift figures (``vs_previous`` / ``vs_reference`` dicts of
     metric name to value, plus chance levels), ``convergence`` the relative-delta figures,
     ``token_table`` the global word table rows, ``new_alerts`` the alerts first raised at
-    this check and ``alerts`` every alert so far (updated in place). ``health`` is the
+    this check and ``alerts`` every alert so far (updated in place). ``faithfulness`` is the
+    check's mean comprehensiveness and sufficiency (:func:`~.faithfulness.faithfulness_summary`,
+    empty when off). ``health`` is the
     model's accuracy on the labelled probes and its predictions per class
     (:func:`~explain_callbacks.detection.alerts.probe_health`).
     """
@@ -201,6 +205,7 @@ class CheckResult:
     alerts: list[Alert] = field(default_factory=list)
     candidates: list[dict[str, Any]] = field(default_factory=list)
     schedule_note: str | None = None  # under max_overhead: the share so far and when the next check runs
+    faithfulness: dict[str, Any] = field(default_factory=dict)
 
     def scalars(self) -> dict[str, float]:
         """Flat ``attribution/...`` scalars, the same names in every sink."""
@@ -212,6 +217,9 @@ class CheckResult:
         for name, value in self.convergence.items():
             if isinstance(value, (int, float)) and value == value:
                 out[f"attribution/convergence/{name}"] = float(value)
+        for name, value in self.faithfulness.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+                out[f"attribution/faithfulness/{name}"] = float(value)
         accuracy = self.health.get("accuracy")
         if isinstance(accuracy, (int, float)) and accuracy == accuracy:
             out["attribution/health/accuracy"] = float(accuracy)

@@ -14,6 +14,11 @@ leaned on for part of training is worth a look even if it faded. ``--active-only
 the alerts still active at the last check. A run that was killed mid-training (status
 ``running``) is judged on the checks it wrote.
 
+``compare BASE RUN`` sets a run against a base run (the main branch's, say) on the probes they
+share: exit 1 when the run raised an alert the base did not (at or above ``--fail-on``) or a
+word's attribution share rose significantly (see ``run/compare.py``), 0 otherwise, 2 when either
+side cannot be read or they share no probe.
+
 Every command states the run's blind spots, one line each (``blind spot: watched 'medboard'
 appears in no probe``): what the run's options kept it from seeing. ``check --strict`` fails
 (exit 1) on them as on an alert.
@@ -33,6 +38,7 @@ from explain_callbacks.run.console import (
     candidates_table,
     drift_detail_tables,
     drift_table,
+    faithfulness_table,
     top_words_table,
 )
 from explain_callbacks.run.directory import RunDirError, resolve_run_path
@@ -90,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print what the run found and its tables; they read at 80 columns (--wide for every figure).",
     )
     show.add_argument("run_path", metavar="RUN", help=RUN_HELP)
+    _compare_parser(commands)
     show.add_argument(
         "--wide",
         action="store_true",
@@ -99,6 +106,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _compare_parser(commands: Any) -> None:
+    from explain_callbacks.run.compare import ALPHA, MIN_CHANGE, MIN_PROBES, N_BOOTSTRAP
+
+    compare = commands.add_parser(
+        "compare",
+        help="what the run leans on that the base run did not (for CI)",
+        description="Compare the last checks of two runs on the probes they share (the same probe set, or the "
+        "probes with the same id and text): words whose attribution share rose or fell, alerts and shortcut "
+        "candidates found on one side only, prediction changes and top-word overlap (RBO) per probe, and "
+        "faithfulness. A word's change must pass two tests (the larger p-value counts): a bootstrap over the "
+        f"probes that carry it ({N_BOOTSTRAP} resamples), and a z-test against run-to-run noise: with "
+        "--base-repeat (the base recipe run again with another seed) every word's change between base and "
+        "repeat, widened by the word's own; otherwise the spread of all tested words' changes between base and "
+        "run, which cannot see a seed's effect (give a repeat where you can). The words are one family "
+        f"(Benjamini-Hochberg, q <= {ALPHA}). Exit 1 when the run raised an alert the base did not, at or above "
+        "--fail-on, or (a rising word is warning-level) a word's share rose significantly by at least "
+        "--min-change; 0 otherwise; 2 when a side cannot be read or they share no probe.",
+    )
+    compare.add_argument("base_path", metavar="BASE", help="the base run (e.g. the main branch's artifact): " + RUN_HELP)
+    compare.add_argument("run_path", metavar="RUN", help="the run to judge: " + RUN_HELP)
+    compare.add_argument("--base-repeat", metavar="DIR",
+                         help="the base recipe run again with another seed: its changes against the base are the noise")
+    compare.add_argument("--fail-on", choices=("warning", "error"), default="warning",
+                         help="lowest severity that fails (default: warning; a rising word is a warning)")
+    compare.add_argument("--min-change", type=float, default=MIN_CHANGE,
+                         help=f"smallest change of a word's mean share (of a probe's attribution) that counts "
+                         f"(default: {MIN_CHANGE})")
+    compare.add_argument("--min-probes", type=int, default=MIN_PROBES,
+                         help=f"shared probes a word must be in to be tested (default: {MIN_PROBES})")
+    compare.add_argument("-o", "--output", metavar="FILE", help="also write the comparison as an HTML page")
+    compare.add_argument("--json", metavar="FILE", help="also write the comparison as JSON")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code instead of exiting (the script entry exits)."""
     parser = build_parser()
@@ -106,11 +146,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse exits on --help (0) and on usage errors (2)
         return exit_.code if isinstance(exit_.code, int) else EXIT_UNUSABLE
-    commands = {"check": _check, "report": _report, "show": _show}
+    commands = {"check": _check, "report": _report, "show": _show, "compare": _compare}
     try:
-        args.run_path, note = resolve_run_path(args.run_path)
-        if note:
-            print(f"explain-callbacks: {one_line(note)}", file=sys.stderr)
+        for name in ("base_path", "run_path", "base_repeat"):
+            if getattr(args, name, None) is None:
+                continue
+            path, note = resolve_run_path(getattr(args, name))
+            setattr(args, name, path)
+            if note:
+                print(f"explain-callbacks: {one_line(note)}", file=sys.stderr)
         return commands[args.command](args)
     except RunDirError as err:
         _fail(str(err))
@@ -222,6 +266,8 @@ def _show(args: argparse.Namespace) -> int:
 
     if summary["checks"]:
         console.print(drift_table(summary["checks"]))
+        if any(check.get("faithfulness") for check in summary["checks"]):
+            console.print(faithfulness_table(summary["checks"]))
         if args.wide:
             for table in drift_detail_tables(summary["checks"]):
                 console.print(table)
@@ -245,6 +291,43 @@ def _show(args: argparse.Namespace) -> int:
                                        limit=None if args.wide else 5, first=alerted))
     else:
         console.print("No shortcut candidates.", markup=False)
+    return EXIT_CLEAN
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from explain_callbacks.run.compare import compare_runs
+    from explain_callbacks.run.console import comparison_tables
+    from explain_callbacks.run.directory import strict_json, write_text_atomic
+    from explain_callbacks.run.report import render_compare_html
+
+    if not 0 <= args.min_change <= 1 or args.min_probes < 1:
+        raise RunDirError("--min-change must be a share in [0, 1] and --min-probes at least 1.")
+    comparison = compare_runs(args.base_path, args.run_path, args.base_repeat,
+                              min_change=args.min_change, min_probes=args.min_probes)
+    console = _console()
+    b, r, p = comparison.base, comparison.run, comparison.probes
+    console.print(_text(f"base {b['name']} (check {b['check_index']}, step {b['step']}) vs run {r['name']} "
+                        f"(check {r['check_index']}, step {r['step']})"))
+    console.print(_text(f"{p['shared']} shared probes ({p['matched_by']}; base {p['base']}, run {p['run']}); "
+                        f"noise: {comparison.noise['method']}"))
+    for note in comparison.notes:
+        console.print(_text(f"note: {note}"), style="yellow")
+    for table in comparison_tables(comparison):
+        console.print(table)
+    changed = sum(c.prediction_changed for c in comparison.probe_changes)
+    console.print(_text(f"{changed} of {len(comparison.probe_changes)} predictions changed; mean top-word overlap "
+                        f"(RBO) {format_number(comparison.mean_rbo)}"))
+    if args.output:
+        write_text_atomic(args.output, render_compare_html(comparison, args.fail_on))
+        console.print(_text(f"wrote {args.output}"))
+    if args.json:
+        write_text_atomic(args.json, strict_json(comparison.to_dict(), indent=2))
+    failures = comparison.failures(args.fail_on)
+    if failures:
+        console.print(_text(f"FAIL: {len(failures)} change(s) at or above {args.fail_on}: " + "; ".join(failures)),
+                      style="bold red")
+        return EXIT_ALERTS
+    console.print(_text(f"OK: no significant change at or above {args.fail_on}."), style="green")
     return EXIT_CLEAN
 
 

@@ -328,12 +328,102 @@ def candidates_table(
     return table
 
 
+
+
+# --------------------------------------------------------------------------- faithfulness and compare
+
+FAITHFULNESS_CAPTION = ("comprehensiveness: mean drop of the target's probability when the top 1-50% of "
+                        "words are replaced by the baseline token (higher: more faithful); sufficiency: the "
+                        "drop when only they are kept (lower: more faithful); random: the same number of "
+                        "random words.")
+
+
+def faithfulness_table(checks: Sequence[Mapping[str, Any]]):
+    """Per check, comprehensiveness and sufficiency beside their random baselines, the share of
+    probes whose comprehensiveness beats random, and the forwards a probe cost."""
+    table = _table("Faithfulness per check", caption=FAITHFULNESS_CAPTION)
+    for header in ("check", "compr.", "random", "suff.", "> random", "probes", "fwd/probe"):
+        _figure_column(table, header)
+    for check in checks:
+        f = check.get("faithfulness") or {}
+        if not isinstance(f, Mapping) or not f:
+            continue
+        table.add_row(*(text(v) for v in (
+            figure(check.get("check_index")), figure(f.get("comprehensiveness")),
+            figure(f.get("random_comprehensiveness")), figure(f.get("sufficiency")),
+            percent(f.get("share_above_random")), figure(f.get("n_probes")),
+            figure(f.get("forwards_per_probe"), 1))))
+    return table
+
+
+def word_changes_table(words: Sequence[Any], title: str, limit: int = 10):
+    """Words whose share changed, with both shares, the probes carrying them and the q-value."""
+    table = _table(title, caption="share: mean |share| of the probe's attribution where the word occurs; "
+                                  "q: false-discovery-controlled p-value of the change against the noise.")
+    _text_column(table, "word", ratio=1, min_width=12)
+    for header in ("base", "run", "change", "probes", "q"):
+        _figure_column(table, header)
+    for w in list(words)[:limit]:
+        table.add_row(text(w.word), text(w.base_share), text(w.run_share), text(f"{w.change:+.3f}"),
+                      text(w.n_probes), text(w.q_value))
+    return table
+
+
+def comparison_tables(comparison: Any, limit: int = 10) -> list[Any]:
+    """``compare``'s tables at 80 columns: words that rose and fell (the significant ones, else
+    the largest changes), alerts and candidates found on one side only, changed predictions and
+    both runs' faithfulness."""
+    tables = []
+    for label, significant, sign in (("rose", comparison.rising, 1), ("fell", comparison.falling, -1)):
+        if significant:
+            tables.append(word_changes_table(significant, f"Words whose share {label} (significant)", limit))
+        else:
+            largest = sorted((w for w in comparison.words if sign * w.change > 0), key=lambda w: -abs(w.change))
+            tables.append(word_changes_table(largest, f"Words whose share {label} most (none significant)", 5))
+    if comparison.new_alerts:
+        tables.append(alerts_table(comparison.new_alerts, "Alerts in the run, not in the base"))
+    if comparison.gone_alerts:
+        tables.append(alerts_table(comparison.gone_alerts, "Alerts in the base, not in the run"))
+    for rows, title in ((comparison.new_candidates, "Candidates in the run, not in the base"),
+                        (comparison.gone_candidates, "Candidates in the base, not in the run")):
+        if rows:
+            table = _table(title)
+            _figure_column(table, "rank")
+            _text_column(table, "word", ratio=1, min_width=12)
+            _figure_column(table, "score")
+            for row in rows:
+                table.add_row(text(row["rank"]), text(row["word"]), text(row["score"]))
+            tables.append(table)
+    changed = [p for p in comparison.probe_changes if p.prediction_changed]
+    if changed:
+        table = _table(f"Predictions that changed ({len(changed)} of {len(comparison.probe_changes)} probes)")
+        _text_column(table, "probe", ratio=3, min_width=20)
+        for header in ("label", "base", "run", "overlap"):
+            _text_column(table, header, min_width=len(header))
+        for p in changed[:limit]:
+            table.add_row(text(f"{p.probe_id}: {p.text}"), text(None if p.label is None else str(p.label)),
+                          text(str(p.base_prediction)), text(str(p.run_prediction)), text(p.rbo))
+        tables.append(table)
+    base, run = comparison.faithfulness["base"], comparison.faithfulness["run"]
+    if any(v is not None for v in (*base.values(), *run.values())):
+        table = _table("Faithfulness at the last checks", caption=FAITHFULNESS_CAPTION)
+        _text_column(table, "figure", ratio=1, min_width=16)
+        for header in ("base", "run"):
+            _figure_column(table, header)
+        for name in ("comprehensiveness", "random_comprehensiveness", "sufficiency", "share_above_random"):
+            table.add_row(text(name.replace("_", " ")), text(base.get(name)), text(run.get(name)))
+        tables.append(table)
+    return tables
+
+
 __all__ = [
     "alert_line",
     "alerts_table",
     "candidates_table",
+    "comparison_tables",
     "drift_detail_tables",
     "drift_table",
+    "faithfulness_table",
     "figure",
     "percent",
     "print_check",

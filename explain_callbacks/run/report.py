@@ -282,6 +282,8 @@ def _check_row(check: dict[str, Any]) -> dict[str, Any]:
         "vs_reference": {m: format_number((drift.get("vs_reference") or {}).get(m)) for m in DRIFT_METRICS},
         "chance_jaccard": format_number(drift.get("chance_jaccard")),
         "convergence": {k: format_number(v) for k, v in convergence.items()},
+        "faithfulness": {k: format_number(v) for k, v in (check.get("faithfulness") or {}).items()
+                         if not isinstance(v, list)},
         "entered": [str(w) for w in check.get("entered") or []],
         "left": [str(w) for w in check.get("left") or []],
     }
@@ -441,3 +443,48 @@ def render_report(run_path: str | Path, output: str | Path | None = None) -> Pat
     target.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(target, page)
     return target
+
+
+# --------------------------------------------------------------------------- comparing two runs
+
+
+def _word_view(w: Any) -> dict[str, Any]:
+    return {"word": w.word, "base_share": format_number(w.base_share), "run_share": format_number(w.run_share),
+            "change": f"{w.change:+.3f}", "n_probes": w.n_probes, "p_value": format_number(w.p_value),
+            "q_value": format_number(w.q_value), "significant": w.significant}
+
+
+def compare_context(comparison: Any, fail_on: str = "warning") -> dict[str, Any]:
+    """What the comparison page shows (``run/compare.py``'s ``Comparison``), formatted."""
+    noise = comparison.noise
+    across = f"a bootstrap over the shared probes that carry each word ({noise.get('n_resamples')} resamples), and "
+    noise_text = across + (f"a seed repeat of the base ({noise['repeat']['name']}): each word's change is set against "
+                           "every word's change between base and repeat" if noise.get("repeat") else
+                           "the spread of all tested words' changes between base and run")
+    rises = sorted((w for w in comparison.words if w.change > 0), key=lambda w: -w.change)[:5]
+    falls = sorted((w for w in comparison.words if w.change < 0), key=lambda w: w.change)[:5]
+    base_f, run_f = comparison.faithfulness["base"], comparison.faithfulness["run"]
+    return {
+        "base": comparison.base, "run": comparison.run, "probes": comparison.probes,
+        "thresholds": comparison.thresholds, "noise_text": noise_text, "notes": comparison.notes,
+        "fail_on": fail_on, "failures": comparison.failures(fail_on),
+        "rising": [_word_view(w) for w in comparison.rising], "falling": [_word_view(w) for w in comparison.falling],
+        "largest_rises": [_word_view(w) for w in rises], "largest_falls": [_word_view(w) for w in falls],
+        "new_alerts": [_alert_view(a) for a in comparison.new_alerts],
+        "gone_alerts": [_alert_view(a) for a in comparison.gone_alerts],
+        "candidate_sets": [("In the run, not in the base", [{**c, "score": format_number(c["score"])} for c in comparison.new_candidates]),
+                           ("In the base, not in the run", [{**c, "score": format_number(c["score"])} for c in comparison.gone_candidates])],
+        "probe_changes": [{"probe_id": p.probe_id, "text": p.text, "label": "–" if p.label is None else str(p.label),
+                           "base_prediction": str(p.base_prediction), "run_prediction": str(p.run_prediction),
+                           "rbo": format_number(p.rbo), "changed": p.prediction_changed}
+                          for p in comparison.probe_changes],
+        "n_changed": sum(p.prediction_changed for p in comparison.probe_changes),
+        "mean_rbo": format_number(comparison.mean_rbo),
+        "faithfulness": [(name.replace("_", " "), format_number(base_f.get(name)), format_number(run_f.get(name)))
+                         for name in base_f],
+    }
+
+
+def render_compare_html(comparison: Any, fail_on: str = "warning") -> str:
+    """The comparison page as a string: self-contained, every user text escaped."""
+    return _environment().get_template("compare.html").render(**compare_context(comparison, fail_on))
