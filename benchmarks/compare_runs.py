@@ -84,7 +84,8 @@ def train_run(work: Path, name: str, seed: int, planted: bool, probes, validatio
     model, tokenizer = build(seed, work)
     train = planted_reviews(train_size, shortcut=PLANTED if planted else None, rate=RATE if planted else 0.0,
                             purity=PURITY, label_noise=LABEL_NOISE, seed=seed)
-    callback = AttributionDriftCallback(tokenizer, probes, run_dir=work / "runs", run_name=name, verbose=False)
+    callback = AttributionDriftCallback(tokenizer, probes, run_dir=work / "runs", run_name=name, verbose=False,
+                                        every_n_epochs=1)
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                          callbacks=[callback])

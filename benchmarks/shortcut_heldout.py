@@ -321,7 +321,7 @@ def run_one(spec: RunSpec, data_rows: Sequence[dict[str, Any]], names: Sequence[
         save_strategy="no", logging_strategy="no", report_to="none", seed=spec.seed, use_cpu=True,
         disable_tqdm=True, dataloader_num_workers=0,
     )
-    attribution = AttributionDriftCallback(run_dir=str(work / "runs"), run_name=spec.name)
+    attribution = AttributionDriftCallback(run_dir=str(work / "runs"), run_name=spec.name, every_n_epochs=1)
     reliance = reliance_callback(attribution, tokenizer, spec, data)
     trainer = Trainer(model=model, args=args, train_dataset=as_dataset(train, tokenizer),
                       eval_dataset=as_dataset(dev, tokenizer), processing_class=tokenizer,

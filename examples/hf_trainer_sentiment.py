@@ -70,7 +70,7 @@ def main() -> None:
         shutil.rmtree(run_path)
     callback = AttributionDriftCallback(
         run_dir=args.run_dir, run_name=RUN_NAME, probe_sample_size=12, watch_tokens=[SHORTCUT],
-        tensorboard=True,  # checks at each epoch's evaluation (every_n_epochs=1, run_on="evaluate")
+        tensorboard=True,  # checks at epochs' evaluations within max_overhead=0.05, and at the end
     )
     with tempfile.TemporaryDirectory() as output_dir:
         trainer = Trainer(
