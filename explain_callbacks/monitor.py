@@ -10,7 +10,6 @@ the result out to its sinks. Everything it needs to continue after a resume is i
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import time
 from dataclasses import asdict
@@ -44,6 +43,7 @@ from explain_callbacks.run.directory import REPORT_FILE, default_run_name
 from explain_callbacks.run.sinks import same_target
 from explain_callbacks.run.sinks.base import RunInfo, Sink
 from explain_callbacks.run.sinks.run_dir import RunDirectorySink
+from explain_callbacks.schedule import CheckSchedule
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +134,8 @@ class AttributionMonitor:
         self._refused = False  # set-up failed: the run never started, and writes nothing
         self._finished = False
         self._restored = False
-        self._last_boundary: int | None = None  # the schedule position (see due())
+        self.schedule = CheckSchedule(options.schedule, options.max_overhead)  # position and overhead clock
         self._last_check_end: float | None = None  # perf_counter at set-up, then after each check
-        self._setup_at: float | None = None  # perf_counter at set-up: the overhead budget's clock
-        self._overhead = {"check_s": 0.0, "elapsed_s": 0.0, "skipped": 0}  # before set-up (a resumed run's)
-        self._last_check_step: int | None = None
         self._counted = engine.counter.totals()  # the engine's forwards up to the previous check
         self.engine.prepare(self.probes)
 
@@ -240,19 +237,15 @@ class AttributionMonitor:
                 if not getattr(sink, "required", False):
                     self._call_sink(sink, "start", info)
         self._started = True
-        self._last_check_end = self._setup_at = time.perf_counter()
+        self._last_check_end = time.perf_counter()
+        self.schedule.start_clock()
 
     # ---------------------------------------------------------------- schedule
     def start_schedule(self, step: int = 0, epochs: float = 0.0, recorded: int | None = None) -> None:
         """Where the schedule stands when training starts (or resumes at ``step`` / ``epochs``
-        completed): the boundary restored from a checkpoint, else ``recorded`` (an older
-        checkpoint's), else the one training is at, so a resumed run without state does not
-        check at once. A position ahead of training (a second ``fit`` that counts from 0 again)
-        moves back to where training is."""
-        here = self.options.schedule.boundary(step, epochs) or 0
-        if self._last_boundary is None:
-            self._last_boundary = recorded if recorded is not None else here
-        self._last_boundary = min(self._last_boundary, here)
+        completed): see :meth:`CheckSchedule.start`. A resumed run without state does not check
+        at once; ``recorded`` is an older checkpoint's position."""
+        self.schedule.start(step, epochs, recorded)
 
     def due(self, step: int | None = None, epochs: float | None = None) -> bool:
         """Whether a check is due after ``step`` optimizer steps or ``epochs`` completed epochs
@@ -260,25 +253,23 @@ class AttributionMonitor:
         passed, however often a framework's events repeat. Answering yes takes the boundary.
         With ``max_overhead``, a boundary whose check would lift the checks' share of the wall
         time above the budget is passed over (rank zero decides for every rank)."""
-        boundary = self.options.schedule.boundary(step, epochs)
-        if boundary is None or boundary <= (self._last_boundary or 0):
+        if not self.schedule.passed(step, epochs):
             return False
-        self._last_boundary = boundary
         if self.options.max_overhead is None:
             return True
-        run = self._within_budget() if self.is_rank_zero else False
+        run = self.schedule.within_budget() if self.is_rank_zero else False
         if _distributed()[1] > 1:
             box = [run]
             torch.distributed.broadcast_object_list(box, src=0)
             run = bool(box[0])
         if not run:
-            self._overhead["skipped"] += 1
+            self.schedule.skipped += 1
         return run
 
     def final_check(self, step: int, epoch: int | None = None) -> CheckResult | None:
         """The check at the end of training, which always runs under ``max_overhead`` (unless
         the last check was at this step): call it on every rank when training ends."""
-        if self.options.max_overhead is None or self._last_check_step == step or self._refused:
+        if self.options.max_overhead is None or self.schedule.last_check_step == step or self._refused:
             return None
         return self.check(step=step, epoch=epoch)
 
@@ -286,43 +277,7 @@ class AttributionMonitor:
         """The checks' share of the wall time since set-up (a resumed run's time included): the
         seconds spent in checks, the wall seconds, their ratio, the budget and the boundaries
         passed over to keep it."""
-        elapsed = self._overhead["elapsed_s"]
-        if self._setup_at is not None:
-            elapsed += time.perf_counter() - self._setup_at
-        spent = self._overhead["check_s"]
-        return {"max_overhead": self.options.max_overhead, "check_s": spent, "elapsed_s": elapsed,
-                "share": spent / elapsed if elapsed > 0 else None, "skipped": self._overhead["skipped"]}
-
-    def _within_budget(self) -> bool:
-        """Whether one more check, costing what the last one did, keeps the share in budget."""
-        history = self.tracker.history
-        if not history:
-            return True  # nothing measured yet: the first check measures the cost
-        cost = float((history[-1].get("timings") or {}).get("total_s") or 0.0)
-        now = self.overhead()
-        return (now["check_s"] + cost) / (now["elapsed_s"] + cost) <= self.options.max_overhead
-
-    def _next_check_note(self) -> str | None:
-        """When the next check will run under the budget, estimated from the training time per
-        schedule boundary so far and this check's cost; ``None`` without a budget."""
-        budget = self.options.max_overhead
-        history = self.tracker.history
-        if budget is None or not history:
-            return None
-        now = self.overhead()
-        cost = float((history[-1].get("timings") or {}).get("total_s") or 0.0)
-        boundary = self._last_boundary or 0
-        training_s = now["elapsed_s"] - now["check_s"]
-        per_boundary = training_s / boundary if boundary > 0 else 0.0
-        needed = (now["check_s"] + cost) / budget - cost - now["elapsed_s"]
-        ahead = 1 if needed <= 0 or per_boundary <= 0 else max(1, math.ceil(needed / per_boundary))
-        schedule = self.options.schedule
-        if schedule.every_n_steps is not None:
-            at = f"step {(boundary + ahead) * schedule.every_n_steps}"
-        else:
-            at = f"epoch {(boundary + ahead) * schedule.every_n_epochs - 1}"
-        share = now["share"] or 0.0
-        return f"overhead {share:.1%} of {budget:.0%}; next check about {at} (and at the end)"
+        return self.schedule.overhead()
 
     def _call_sink(self, sink: Sink, method: str, *args: Any) -> None:
         try:
@@ -401,7 +356,7 @@ class AttributionMonitor:
             self._check_failed(step, err, "attribution check")
             return None
         attribute_s = time.perf_counter() - started - self._faithfulness_s
-        self._last_check_step = int(step)  # on every rank: final_check() must agree across ranks
+        self.schedule.add_check(step)  # on every rank: final_check() must agree across ranks
         self._gather_statistics()
         lockstep = self.engine.lockstep
         if not self.is_rank_zero:
@@ -533,7 +488,7 @@ class AttributionMonitor:
         if self._last_check_end is not None:  # training time plus this check, since the last one
             snapshot.timings["since_previous_s"] = now - self._last_check_end
         self._last_check_end = now
-        self._overhead["check_s"] += now - started
+        self.schedule.add_check(step, now - started)
         overhead = self.overhead()
         if overhead["share"] is not None:
             snapshot.timings["overhead_share"] = overhead["share"]
@@ -550,7 +505,7 @@ class AttributionMonitor:
             new_alerts=new_alerts,
             alerts=list(self.rules.alerts),
             candidates=self._candidates,
-            schedule_note=self._next_check_note(),
+            schedule_note=self.schedule.next_check_note(),
             faithfulness=faithfulness,
         )
 
@@ -633,9 +588,7 @@ class AttributionMonitor:
         if self._finished:
             return self.summary()
         self._finished = True
-        if self._setup_at is not None:  # stop the overhead clock: the summary stays as written
-            self._overhead["elapsed_s"] = self.overhead()["elapsed_s"]
-            self._setup_at = None
+        self.schedule.stop_clock()  # the summary stays as written
         if self._refused:  # its run directory belongs to another run: write nothing there
             return self.summary()
         self._status = status
@@ -679,8 +632,7 @@ class AttributionMonitor:
             "failed_checks": list(self._failed_checks),
             "sink_errors": list(self._sink_errors),
             "statistics": self.discovery.statistics.state_dict(self.discovery.min_count),
-            "schedule": {"last_boundary": self._last_boundary, **{k: v for k, v in self.overhead().items()
-                                                                   if k in ("check_s", "elapsed_s", "skipped")}},
+            "schedule": self.schedule.state_dict(),
         })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -705,11 +657,7 @@ class AttributionMonitor:
         self._candidates = list(state.get("candidates", []))
         self._failed_checks = list(state.get("failed_checks", []))
         self._sink_errors = list(state.get("sink_errors", []))
-        schedule = state.get("schedule") or {}
-        self._last_boundary = schedule.get("last_boundary", self._last_boundary)
-        for name in self._overhead:
-            if isinstance(schedule.get(name), (int, float)):
-                self._overhead[name] = schedule[name]
+        self.schedule.load_state_dict(state.get("schedule") or {})
         self.run_name = state.get("run_name", self.run_name)
         self.resume = True
         self._restored = True
